@@ -1,0 +1,86 @@
+"""Checks and helpers shared by every tfp_flows bijector.
+
+* ``float_dtype``: the constructor's ``dtype`` argument, checked to be floating.
+* ``check_input``: the event shape of an input (always, statically, and dynamically with
+  ``validate_args``) and its finiteness (with ``validate_args``); errors name the bijector,
+  the expected and the actual shape.
+* ``initialize_once``: data-dependent initialisation guarded by a boolean variable, so the
+  "initialised" state lives in (and is saved with) the model's variables.
+"""
+
+import numpy as np
+import tensorflow as tf
+
+__all__ = ["float_dtype", "as_event_shape", "check_input", "initialize_once", "init_flag"]
+
+
+def float_dtype(dtype):
+  """Returns ``tf.as_dtype(dtype)``, raising ``TypeError`` unless it is floating."""
+  dtype = tf.as_dtype(dtype)
+  if not dtype.is_floating:
+    raise TypeError(f"dtype must be a floating dtype (float32 or float64), got {dtype.name}.")
+  return dtype
+
+
+def as_event_shape(event_shape, name="event_shape"):
+  """A tuple of positive Python ints from an int, list, tuple or TensorShape."""
+  if isinstance(event_shape, (int, np.integer)):
+    event_shape = (int(event_shape),)
+  try:
+    shape = tuple(int(d) for d in tf.TensorShape(event_shape).as_list())
+  except (TypeError, ValueError) as e:
+    raise ValueError(f"{name} must be a fully known shape, got {event_shape!r}.") from e
+  if not shape or any(d <= 0 for d in shape):
+    raise ValueError(f"{name} must be a non-empty shape of positive sizes, got {event_shape!r}.")
+  return shape
+
+
+def check_input(x, event_shape, *, name, validate_args, what="x"):
+  """Validates ``x`` against ``event_shape`` and returns it (with assertions attached).
+
+  The static shape is always checked and a mismatch raises ``ValueError`` right away. With
+  ``validate_args=True`` the dynamic shape and finiteness (no NaN/inf) are asserted too.
+  """
+  event_shape = tuple(event_shape)
+  k = len(event_shape)
+  if not x.dtype.is_floating:
+    raise TypeError(f"{name}: {what} must be floating, got dtype {x.dtype.name}.")
+  static = x.shape
+  if static.rank is not None:
+    if static.rank < k:
+      raise ValueError(
+          f"{name}: {what} must have at least {k} dims for event shape {list(event_shape)}, "
+          f"got shape {static.as_list()}.")
+    if not static[static.rank - k:].is_compatible_with(event_shape):
+      raise ValueError(
+          f"{name}: expected event shape {list(event_shape)} in the last {k} dims of {what}, "
+          f"got shape {static.as_list()}.")
+  if not validate_args:
+    return x
+  deps = [tf.debugging.assert_equal(
+      tf.shape(x)[tf.rank(x) - k:], tf.constant(event_shape, tf.int32),
+      message=f"{name}: expected event shape {list(event_shape)} for {what}.")]
+  deps.append(tf.debugging.Assert(
+      tf.reduce_all(tf.math.is_finite(x)),
+      [f"{name}: {what} contains NaN or inf values."]))
+  with tf.control_dependencies(deps):
+    return tf.identity(x)
+
+
+def init_flag(name="initialized"):
+  """A non-trainable boolean variable recording that data-dependent init has run."""
+  return tf.Variable(False, trainable=False, name=name)
+
+
+def initialize_once(flag, init_fn):
+  """Runs ``init_fn()`` (which assigns variables) iff ``flag`` is False, then sets it.
+
+  Works eagerly, in ``tf.function`` and under XLA. Returns an op/tensor to use as a control
+  dependency before reading the initialised variables.
+  """
+  def run_init():
+    deps = [d for d in tf.nest.flatten(init_fn()) if d is not None]
+    with tf.control_dependencies(deps):
+      return flag.assign(True, read_value=True)
+
+  return tf.cond(flag, lambda: tf.identity(flag), run_init)

@@ -1,0 +1,146 @@
+"""Toy 2-D densities, generated on the fly (nothing is downloaded).
+
+``toy(name)`` returns a ``ToyDensity`` with ``sample(n, seed)`` (a float32 numpy array
+``[n, 2]``) and, where the density is known in closed form, an exact ``log_prob(x)``:
+
+=============  ===============================================  ==============
+name           what                                             exact log_prob
+=============  ===============================================  ==============
+8gaussians     8 isotropic Gaussians (std 0.5/sqrt 2) on a       yes
+               circle of radius 4/sqrt 2
+checkerboard   uniform on 8 of the 16 2x2 cells of [-4, 4]^2     yes
+moons          two interleaved half circles with noise (0.05)    no
+rings          4 concentric noisy circles                        no
+pinwheel       5 curved Gaussian arms                            no
+2spirals       two interleaved spirals                           no
+=============  ===============================================  ==============
+
+These are the standard benchmarks of the flow literature (e.g. FFJORD, Grathwohl et al. 2019);
+KL(data || model) is ``mean(data.log_prob(x) - model.log_prob(x))`` over fresh data samples.
+"""
+
+import numpy as np
+
+__all__ = ["toy", "TOY_NAMES", "ToyDensity"]
+
+_R8 = 4. / np.sqrt(2.)
+_S8 = 0.5 / np.sqrt(2.)
+_CENTERS8 = _R8 * np.stack([np.cos(np.arange(8) * np.pi / 4), np.sin(np.arange(8) * np.pi / 4)], 1)
+
+
+class ToyDensity:
+  """A named 2-D toy density: ``sample(n, seed)`` and, if known, ``log_prob(x)``."""
+
+  def __init__(self, name, sampler, log_prob=None):
+    self.name = name
+    self._sampler = sampler
+    self._log_prob = log_prob
+    self.event_shape = (2,)
+
+  @property
+  def has_log_prob(self):
+    return self._log_prob is not None
+
+  def sample(self, n, seed=None):
+    """``n`` samples as a float32 array ``[n, 2]`` (deterministic for an int ``seed``)."""
+    n = int(n)
+    if n < 0:
+      raise ValueError(f"number of samples must be >= 0, got {n}.")
+    return self._sampler(n, np.random.default_rng(seed)).astype(np.float32)
+
+  def log_prob(self, x):
+    """Exact log-density (float64 numpy) at ``x`` of shape ``[..., 2]``."""
+    if self._log_prob is None:
+      raise NotImplementedError(f"the {self.name!r} toy density has no closed-form log_prob; "
+                                f"those that do: {[k for k, v in _TOYS.items() if v[1]]}.")
+    x = np.asarray(x, np.float64)
+    if x.shape[-1] != 2:
+      raise ValueError(f"toy densities are 2-D: expected shape [..., 2], got {list(x.shape)}.")
+    return self._log_prob(x)
+
+  def __repr__(self):
+    return f"ToyDensity({self.name!r}, exact_log_prob={self.has_log_prob})"
+
+
+def _gaussians8(n, rng):
+  return _CENTERS8[rng.integers(0, 8, n)] + _S8 * rng.standard_normal((n, 2))
+
+
+def _gaussians8_log_prob(x):
+  d2 = np.sum((x[..., None, :] - _CENTERS8) ** 2, axis=-1) / _S8 ** 2
+  comp = -0.5 * d2 - np.log(2 * np.pi * _S8 ** 2) - np.log(8.)
+  m = comp.max(-1, keepdims=True)
+  return (m + np.log(np.sum(np.exp(comp - m), -1, keepdims=True)))[..., 0]
+
+
+# Checkerboard cells (column, row) in units of 2, over [-4, 4)^2: column + row even.
+_CELLS = np.array([(i, j) for i in range(-2, 2) for j in range(-2, 2) if (i + j) % 2 == 0])
+
+
+def _checkerboard(n, rng):
+  cells = _CELLS[rng.integers(0, len(_CELLS), n)]
+  return 2. * (cells + rng.uniform(size=(n, 2)))
+
+
+def _checkerboard_log_prob(x):
+  cell = np.floor(x / 2.)
+  inside = (np.all(np.abs(x) < 4., -1) & ((cell[..., 0] + cell[..., 1]) % 2 == 0))
+  return np.where(inside, -np.log(32.), -np.inf)
+
+
+def _moons(n, rng):
+  n1 = n // 2
+  t = np.pi * rng.uniform(size=n)
+  upper = np.stack([np.cos(t), np.sin(t)], 1)
+  lower = np.stack([1. - np.cos(t), 0.5 - np.sin(t)], 1)
+  x = np.where((np.arange(n) < n1)[:, None], upper, lower)
+  x = x + 0.05 * rng.standard_normal((n, 2))
+  return 2. * (x - np.array([0.5, 0.25]))
+
+
+def _rings(n, rng):
+  radii = np.array([0.75, 1.5, 2.25, 3.0]) * 1.25
+  which = rng.integers(0, 4, n)
+  t = 2 * np.pi * rng.uniform(size=n)
+  x = radii[which, None] * np.stack([np.cos(t), np.sin(t)], 1)
+  return x + 0.08 * rng.standard_normal((n, 2))
+
+
+def _pinwheel(n, rng, arms=5, radial_std=0.3, tangential_std=0.1, rate=0.25):
+  base_angles = np.linspace(0., 2 * np.pi, arms, endpoint=False)
+  feats = rng.standard_normal((n, 2)) * np.array([radial_std, tangential_std])
+  feats[:, 0] += 1.
+  arm = rng.integers(0, arms, n)
+  angle = base_angles[arm] + rate * np.exp(feats[:, 0])
+  cos, sin = np.cos(angle), np.sin(angle)
+  x = np.stack([cos * feats[:, 0] - sin * feats[:, 1], sin * feats[:, 0] + cos * feats[:, 1]], 1)
+  return 2. * x
+
+
+def _spirals(n, rng):
+  t = np.sqrt(rng.uniform(size=n)) * 3 * np.pi
+  sign = np.where(rng.uniform(size=n) < 0.5, 1., -1.)[:, None]
+  x = sign * np.stack([-np.cos(t) * t, np.sin(t) * t], 1) / 3.
+  return x + 0.1 * rng.standard_normal((n, 2))
+
+
+_TOYS = {
+    "8gaussians": (_gaussians8, _gaussians8_log_prob),
+    "checkerboard": (_checkerboard, _checkerboard_log_prob),
+    "moons": (_moons, None),
+    "rings": (_rings, None),
+    "pinwheel": (_pinwheel, None),
+    "2spirals": (_spirals, None),
+}
+TOY_NAMES = tuple(_TOYS)
+_ALIASES = {"two_moons": "moons", "twomoons": "moons", "2moons": "moons",
+            "spirals": "2spirals", "eight_gaussians": "8gaussians"}
+
+
+def toy(name):
+  """The toy density called ``name`` (see the module docstring for the list)."""
+  key = _ALIASES.get(str(name).lower(), str(name).lower())
+  if key not in _TOYS:
+    raise ValueError(f"unknown toy density {name!r}; expected one of {list(TOY_NAMES)}.")
+  sampler, log_prob = _TOYS[key]
+  return ToyDensity(key, sampler, log_prob)
