@@ -87,6 +87,39 @@ REGISTRY = [
 ]
 
 
+# Planar and radial flows (issue 4): random parameters, a batch of flows, builder stacks, and
+# parameters right at the invertibility boundary (wᵀû -> -1 through a large negative wᵀu;
+# β -> -α), kept there by a small randomisation scale. Boundary cases are 3-D: their densities
+# are too peaked for the quadrature check, which the 2-D cases run.
+def _planar_boundary(activation, depth, d=3):
+  def make(dtype):
+    w = np.array([1.0, -0.5, 0.3][:d])
+    u = -depth * w / np.sum(w**2) + np.array([0.5, 1.0, 0.0][:d])  # wᵀu = -depth
+    return tff.bijectors.Planar(d, activation=activation, u=u, w=w, b=0.1, dtype=dtype)
+  return make
+
+
+def _batch_inputs(batch):
+  return lambda rng, shape, dtype: rng.standard_normal((shape[0], batch) + tuple(shape[1:]))
+
+
+REGISTRY += [
+    Case("planar_tanh_2d", lambda dt: tff.bijectors.Planar(2, dtype=dt, seed=1), (2,)),
+    Case("planar_leaky_relu_3d",
+         lambda dt: tff.bijectors.Planar(3, activation="leaky_relu", dtype=dt, seed=2), (3,)),
+    Case("planar_tanh_boundary_3d", _planar_boundary("tanh", 30.), (3,), scale=0.05),
+    Case("planar_leaky_relu_boundary_3d", _planar_boundary("leaky_relu", 6.), (3,), scale=0.05),
+    Case("planar_tanh_batch_2d",
+         lambda dt: tff.bijectors.Planar(2, batch_shape=[3], dtype=dt, seed=3), (2,), batch=4,
+         sample=_batch_inputs(3)),
+    Case("planar_stack_3d", lambda dt: tff.flows.planar([3], num_layers=2, dtype=dt), (3,)),
+    Case("radial_boundary_2d",
+         lambda dt: tff.bijectors.Radial(2, alpha_raw=1., beta_raw=-30., dtype=dt, seed=5),
+         (2,), scale=0.05),
+    Case("radial_stack_3d", lambda dt: tff.flows.radial([3], num_layers=2, dtype=dt), (3,)),
+]
+
+
 @pytest.mark.parametrize("dtype", [tf.float32, tf.float64], ids=["float32", "float64"])
 @pytest.mark.parametrize("case", REGISTRY, ids=lambda c: c.name)
 def test_contract(case, dtype):

@@ -17,11 +17,15 @@ pinwheel       5 curved Gaussian arms                            no
 
 These are the standard benchmarks of the flow literature (e.g. FFJORD, Grathwohl et al. 2019);
 KL(data || model) is ``mean(data.log_prob(x) - model.log_prob(x))`` over fresh data samples.
+
+Images: ``digits()`` is scikit-learn's bundled 8x8 handwritten digits (1797 images, pixel
+values 0..16, i.e. ``DIGITS_NUM_BINS = 17`` levels; shipped inside scikit-learn, nothing is
+downloaded), split into train and test sets with a fixed seed.
 """
 
 import numpy as np
 
-__all__ = ["toy", "TOY_NAMES", "ToyDensity"]
+__all__ = ["toy", "TOY_NAMES", "ToyDensity", "digits", "DIGITS_NUM_BINS"]
 
 _R8 = 4. / np.sqrt(2.)
 _S8 = 0.5 / np.sqrt(2.)
@@ -144,3 +148,33 @@ def toy(name):
     raise ValueError(f"unknown toy density {name!r}; expected one of {list(TOY_NAMES)}.")
   sampler, log_prob = _TOYS[key]
   return ToyDensity(key, sampler, log_prob)
+
+
+DIGITS_NUM_BINS = 17  # pixel values 0..16
+
+
+def digits(test_fraction=0.2, seed=0, return_labels=False):
+  """scikit-learn's 8x8 digits as ``(x_train, x_test)`` int32 arrays ``[N, 8, 8, 1]``, values 0..16.
+
+  Args:
+    test_fraction: fraction of the 1797 images held out (a seeded random permutation).
+    seed: seed of the split; the same seed gives the same split.
+    return_labels: also return the class labels: ``(x_train, y_train, x_test, y_test)``.
+
+  Requires scikit-learn (``pip install "tfp_flows[examples]"``).
+  """
+  try:
+    from sklearn.datasets import load_digits
+  except ImportError as e:
+    raise ImportError("digits() needs scikit-learn: pip install scikit-learn") from e
+  if not 0. < float(test_fraction) < 1.:
+    raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}.")
+  data = load_digits()
+  images = np.asarray(data.images).astype(np.int32)[..., None]
+  labels = np.asarray(data.target).astype(np.int32)
+  order = np.random.default_rng(seed).permutation(len(images))
+  num_test = int(round(float(test_fraction) * len(images)))
+  test, train = order[:num_test], order[num_test:]
+  if return_labels:
+    return images[train], labels[train], images[test], labels[test]
+  return images[train], images[test]

@@ -17,17 +17,21 @@ that ``TransformedDistribution.log_prob/sample`` need for it.
 import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
+from tensorflow_probability.python.bijectors import invert as _invert_lib
 
 from tfp_flows import masks as masks_lib
 from tfp_flows import nets
 from tfp_flows.bijectors import _base
 from tfp_flows.bijectors.coupling import AdditiveCoupling, AffineCoupling
-from tfp_flows.bijectors.scaling import Scaling
+from tfp_flows.bijectors.planar import Planar, Radial
+from tfp_flows.bijectors.reshape import FactorOut, Squeeze
+from tfp_flows.bijectors.scaling import ActNorm, Scaling
 
 tfb = tfp.bijectors
 tfd = tfp.distributions
 
-__all__ = ["distribution", "conditional_kwargs", "nice", "realnvp", "maf", "iaf"]
+__all__ = ["distribution", "conditional_kwargs", "nice", "realnvp", "maf", "iaf",
+           "planar", "radial"]
 
 # Attribute set on every layer that takes a ``conditional_input`` (read by conditional_kwargs).
 _CONDITIONAL = "_tff_conditional"
@@ -43,15 +47,21 @@ def distribution(bijector, event_shape, dtype=None):
 
 def conditional_kwargs(bijector, conditional_input):
   """Nested ``bijector_kwargs`` routing ``conditional_input`` to every conditional layer."""
-  if isinstance(bijector, tfb.Chain):
+  # tfb.Chain(...) and tfb.Invert(...) build private base classes when their parts are not
+  # composite tensors, so test against those (Composition routes kwargs by part name).
+  if isinstance(bijector, tfb.Composition):
     out = {}
     for b in bijector.bijectors:
       sub = conditional_kwargs(b, conditional_input)
       if sub:
         out[b.name] = sub
     return out
-  if isinstance(bijector, tfb.Invert):
+  if isinstance(bijector, _invert_lib._Invert):  # pylint: disable=protected-access
+    if getattr(bijector, _CONDITIONAL, False):  # e.g. iaf layers: Invert passes kwargs on
+      return {"conditional_input": conditional_input}
     return conditional_kwargs(bijector.bijector, conditional_input)
+  if isinstance(bijector, FactorOut):  # passes its kwargs on to its inner flow
+    return conditional_kwargs(bijector.inner, conditional_input)
   if getattr(bijector, _CONDITIONAL, False):
     return {"conditional_input": conditional_input}
   return {}
@@ -134,27 +144,35 @@ def nice(event_shape, num_layers=4, hidden_units=(256, 256), activation="relu",
   return tfb.Chain(layers, name=name)
 
 
-def realnvp(event_shape, num_layers=8, hidden_units=(256, 256), activation="relu",
+def realnvp(event_shape, num_layers=None, hidden_units=None, activation="relu",
             log_scale_bound=3., permutation="reverse", conditional_shape=None,
             dtype=tf.float32, seed=0, name="realnvp", **image_kwargs):
   """RealNVP: affine couplings with bounded log-scales, permuted between layers.
 
   Args:
-    event_shape: ``[D]`` (vectors) or ``[H, W, C]`` (the multi-scale image flow).
-    num_layers: number of affine coupling layers.
-    hidden_units: hidden sizes of each coupling's MLP (``tff.nets.MLP``).
-    activation: activation of the MLPs.
+    event_shape: ``[D]`` (vectors) or ``[H, W, C]`` (the multi-scale image flow: see
+      ``_realnvp_image`` for its extra arguments ``num_scales``, ``num_blocks``, ``actnorm``).
+    num_layers: number of affine coupling layers (vectors, default 8); for images, couplings
+      per mask block (default 3).
+    hidden_units: hidden sizes of each coupling's MLP (``tff.nets.MLP``; default (256, 256));
+      for images the channels of each ``tff.nets.ConvResNet`` (default 64).
+    activation: activation of the networks.
     log_scale_bound: bound ``b`` of the soft-clamped log-scale (see ``AffineCoupling``).
-    permutation: 'reverse' or 'random' (seeded) permutation between couplings.
+    permutation: 'reverse' or 'random' (seeded) permutation between couplings (vectors).
     conditional_shape: shape of a conditional input fed to every coupling, or None.
     dtype, seed, name: dtype of all variables, seed of their initial values, name prefix.
   """
   shape = _base.as_event_shape(event_shape)
   if len(shape) == 3:
-    return _realnvp_image(shape, num_layers=num_layers, hidden_units=hidden_units,
-                          dtype=dtype, seed=seed, name=name, **image_kwargs)
+    return _realnvp_image(shape, num_layers=3 if num_layers is None else num_layers,
+                          hidden_units=64 if hidden_units is None else hidden_units,
+                          activation=activation, log_scale_bound=log_scale_bound,
+                          conditional_shape=conditional_shape, dtype=dtype, seed=seed,
+                          name=name, **image_kwargs)
   if image_kwargs:
     raise TypeError(f"unexpected arguments for vector RealNVP: {sorted(image_kwargs)}.")
+  num_layers = 8 if num_layers is None else num_layers
+  hidden_units = (256, 256) if hidden_units is None else hidden_units
 
   def make_layer(i, mask, d_keep, d_change, cond_size, layer_seed):
     net = nets.MLP(d_keep, 2 * d_change, hidden_units, activation, cond_size, dtype,
@@ -167,9 +185,80 @@ def realnvp(event_shape, num_layers=8, hidden_units=(256, 256), activation="relu
                                    conditional_shape, make_layer, "realnvp", name), name=name)
 
 
-def _realnvp_image(event_shape, **kwargs):
-  # TODO(issue 5): multi-scale image RealNVP (Squeeze, checkerboard/channel masks, ActNorm).
-  raise NotImplementedError("image RealNVP is not built yet (issue 5).")
+def _realnvp_image(event_shape, num_layers=3, hidden_units=64, num_scales=2, num_blocks=2,
+                   activation="relu", log_scale_bound=3., actnorm=True, conditional_shape=None,
+                   dtype=tf.float32, seed=0, name="realnvp"):
+  """Multi-scale RealNVP on ``[H, W, C]`` images (Dinh et al. 2017, section 3.6).
+
+  Data -> latent (the ``inverse``), for each of the first ``num_scales - 1`` scales on an
+  ``[h, w, c]`` input: ``num_layers`` checkerboard couplings (alternating masks), ``Squeeze``
+  to ``[h/2, w/2, 4c]``, ``num_layers`` channel couplings, then ``FactorOut``: the first
+  ``2c`` channels leave, the next scale transforms the other ``2c``; the scale ends with an
+  un-squeeze so the latent has the image's shape. The last scale has ``num_layers + 1``
+  checkerboard couplings. With ``actnorm`` every coupling is preceded (data side) by an
+  ``ActNorm`` (data-dependent init on the first ``log_prob`` batch; RealNVP used batch norm).
+  Conditioners are ``tff.nets.ConvResNet``s (``hidden_units`` channels, ``num_blocks``
+  residual blocks, zero output: the flow starts at ActNorm's map).
+
+  Args:
+    event_shape: ``[H, W, C]``; ``H`` and ``W`` divisible by ``2^(num_scales - 1)`` and the
+      last scale at least 2 pixels.
+    num_layers: couplings per mask block (3 in the paper).
+    hidden_units: channels of the ConvResNets (an int).
+    num_scales: number of scales (1 = checkerboard couplings only, no squeeze).
+    num_blocks: residual blocks per ConvResNet.
+    activation, log_scale_bound: as in ``realnvp``.
+    actnorm: put an ``ActNorm`` before every coupling.
+    conditional_shape: ``[K]``: every coupling takes a ``conditional_input`` of that shape.
+    dtype, seed, name: dtype of all variables, seed of their initial values, name prefix.
+  """
+  h, w, c = _base.as_event_shape(event_shape)
+  num_layers = _check_layers(num_layers)
+  num_scales = int(num_scales)
+  dtype = _base.float_dtype(dtype)
+  if num_scales < 1:
+    raise ValueError(f"num_scales must be >= 1, got {num_scales}.")
+  f = 2 ** (num_scales - 1)
+  if h % f or w % f or (h // f) * (w // f) < 2:
+    raise ValueError(f"realnvp: num_scales={num_scales} needs H and W divisible by {f} and at "
+                     f"least 2 pixels at the last scale; got event shape {[h, w, c]}.")
+  cond_size = 0 if conditional_shape is None else int(np.prod(
+      _base.as_event_shape(conditional_shape)))
+  rng = np.random.default_rng(seed)
+
+  def step(shape, mask, label):
+    """[ActNorm, AffineCoupling] in data -> latent order."""
+    layers = []
+    if actnorm:
+      layers.append(ActNorm(shape, dtype=dtype, name=f"{label}_actnorm"))
+    net = nets.ConvResNet(shape[-1], 2 * shape[-1], hidden_units, num_blocks,
+                          activation=activation, conditional_size=cond_size, dtype=dtype,
+                          seed=int(rng.integers(2**31)), name=f"{label}_net")
+    coupling = AffineCoupling(mask, net, log_scale_bound=log_scale_bound,
+                              conditional_shape=[cond_size] if cond_size else None,
+                              dtype=dtype, name=label)
+    setattr(coupling, _CONDITIONAL, cond_size > 0)
+    return layers + [coupling]
+
+  def scale(shape, level):
+    prefix = f"{name}_s{level}"
+    last = level == num_scales - 1
+    layers = []  # data -> latent order: Chain.inverse applies the first one first.
+    for i in range(num_layers + 1 if last else num_layers):
+      layers += step(shape, masks_lib.checkerboard(shape, invert=i % 2 == 1), f"{prefix}_cb{i}")
+    if not last:
+      hh, ww, cc = shape[0] // 2, shape[1] // 2, 4 * shape[2]
+      layers.append(tfb.Invert(Squeeze(dtype=dtype, name=f"{prefix}_squeeze"),
+                               name=f"{prefix}_squeeze_inv"))
+      for i in range(num_layers):
+        layers += step([hh, ww, cc], masks_lib.channel([hh, ww, cc], invert=i % 2 == 1),
+                       f"{prefix}_ch{i}")
+      inner = scale([hh, ww, cc // 2], level + 1)
+      layers.append(FactorOut(inner, [hh, ww, cc], cc // 2, name=f"{prefix}_factor_out"))
+      layers.append(Squeeze(dtype=dtype, name=f"{prefix}_unsqueeze"))
+    return tfb.Chain(layers, name=prefix if level else name)
+
+  return scale([h, w, c], 0)
 
 
 def _made_stack(event_shape, num_layers, hidden_units, activation, conditional_shape,
@@ -228,3 +317,55 @@ def iaf(event_shape, num_layers=4, hidden_units=(256, 256), activation="relu",
   """
   return _made_stack(event_shape, num_layers, hidden_units, activation, conditional_shape,
                      dtype, seed, name, invert=True)
+
+def _vector_layers(event_shape, num_layers, family):
+  shape = _base.as_event_shape(event_shape)
+  if len(shape) != 1:
+    raise ValueError(f"{family} needs vector events, event_shape [D]; got {list(shape)}.")
+  return shape[0], _check_layers(num_layers)
+
+
+def planar(event_shape, num_layers=8, activation="tanh", negative_slope=0.2, batch_shape=(),
+           tolerance=None, max_iterations=100, validate_args=False, dtype=tf.float32, seed=0,
+           name="planar"):
+  """A stack of ``num_layers`` ``Planar`` layers (Rezende & Mohamed 2015).
+
+  Args:
+    event_shape: ``[D]``.
+    num_layers: number of planar layers K.
+    activation: ``"tanh"`` (inverse by bracketed root finding) or ``"leaky_relu"`` (closed
+      form), with ``negative_slope`` for the latter.
+    batch_shape: batch shape of every layer's parameters (a batch of independent flows).
+    tolerance, max_iterations: of the tanh inverse (see ``Planar``).
+    validate_args, dtype, seed, name: input/convergence checks, dtype of all variables, seed of
+      their initial values (each layer starts as the identity with a random direction w), name
+      prefix.
+  """
+  d, num_layers = _vector_layers(event_shape, num_layers, "planar")
+  dtype = _base.float_dtype(dtype)
+  rng = np.random.default_rng(seed)
+  layers = [Planar(d, activation=activation, negative_slope=negative_slope,
+                   batch_shape=batch_shape, tolerance=tolerance, max_iterations=max_iterations,
+                   validate_args=validate_args, dtype=dtype, seed=int(rng.integers(2**31)),
+                   name=f"{name}_{i}") for i in range(num_layers)]
+  return tfb.Chain(layers[::-1], name=name)
+
+
+def radial(event_shape, num_layers=8, batch_shape=(), validate_args=False, dtype=tf.float32,
+           seed=0, name="radial"):
+  """A stack of ``num_layers`` ``Radial`` layers (Rezende & Mohamed 2015).
+
+  Args:
+    event_shape: ``[D]``.
+    num_layers: number of radial layers K.
+    batch_shape: batch shape of every layer's parameters (a batch of independent flows).
+    validate_args, dtype, seed, name: input checks, dtype of all variables, seed of the
+      initial centres z0 (N(0, I); every layer starts as the identity), name prefix.
+  """
+  d, num_layers = _vector_layers(event_shape, num_layers, "radial")
+  dtype = _base.float_dtype(dtype)
+  rng = np.random.default_rng(seed)
+  layers = [Radial(d, batch_shape=batch_shape, validate_args=validate_args, dtype=dtype,
+                   seed=int(rng.integers(2**31)), name=f"{name}_{i}")
+            for i in range(num_layers)]
+  return tfb.Chain(layers[::-1], name=name)

@@ -16,7 +16,7 @@ import tensorflow as tf
 
 from tfp_flows.bijectors._base import float_dtype
 
-__all__ = ["MLP", "ResidualMLP", "conditioner_variables", "as_variable_list"]
+__all__ = ["MLP", "ResidualMLP", "ConvResNet", "conditioner_variables", "as_variable_list"]
 
 _ACTIVATIONS = {"relu": tf.nn.relu, "tanh": tf.math.tanh, "elu": tf.nn.elu,
                 "gelu": tf.nn.gelu, "silu": tf.nn.silu, "swish": tf.nn.silu}
@@ -145,6 +145,97 @@ class ResidualMLP(_Network):
     for first, second in self.blocks:
       h = h + second(self.activation(first(self.activation(h))))
     return self.out(self.activation(h))
+
+
+class _Conv(tf.Module):
+  """``SAME``-padded stride-1 2-D convolution with bias on ``[N, H, W, C]`` inputs."""
+
+  def __init__(self, size, fan_in, fan_out, rng, dtype, zero=False, name=None):
+    super().__init__(name=name)
+    shape = (size, size, fan_in, fan_out)
+    init = (np.zeros(shape) if zero
+            else rng.normal(0., np.sqrt(2. / (size * size * fan_in)), shape))  # He normal
+    self.kernel = tf.Variable(init, dtype=dtype, name="kernel")
+    self.bias = tf.Variable(tf.zeros([fan_out], dtype), name="bias")
+
+  def __call__(self, x):
+    return tf.nn.conv2d(x, self.kernel, strides=1, padding="SAME") + self.bias
+
+
+class ConvResNet(tf.Module):
+  """Convolutional residual network for image couplings, ``[..., H, W, C_in] -> C_out``.
+
+  ``conv(k) -> num_blocks x [h + conv(k)(act(conv(k)(act(h))))] -> act -> conv(k)``, all
+  ``SAME``-padded with ``hidden_units`` channels; the output convolution starts at zero, so a
+  coupling using it starts at the identity. A ``conditional_input`` of shape
+  ``[..., conditional_size]`` is broadcast over the pixels and concatenated to the input
+  channels.
+
+  Args:
+    input_channels, output_channels: channels of input and output (for an affine image
+      coupling on C channels: C and 2C).
+    hidden_units: channels of the hidden layers (an int).
+    num_blocks: residual blocks (>= 0).
+    kernel_size: odd size of the square kernels.
+    activation: name ('relu', 'tanh', 'elu', 'gelu', 'silu') or callable.
+    conditional_size: size of an optional conditional vector input (0: none).
+    dtype: float32 or float64.
+    seed: int seed of the initial weights.
+  """
+
+  def __init__(self, input_channels, output_channels, hidden_units=64, num_blocks=2,
+               kernel_size=3, activation="relu", conditional_size=0, dtype=tf.float32,
+               seed=None, name="conv_resnet"):
+    super().__init__(name=name)
+    width = _check_units(hidden_units)
+    if len(width) != 1:
+      raise ValueError(f"ConvResNet needs one width, got hidden_units={hidden_units!r}.")
+    if int(num_blocks) < 0:
+      raise ValueError(f"num_blocks must be >= 0, got {num_blocks}.")
+    if int(kernel_size) < 1 or int(kernel_size) % 2 == 0:
+      raise ValueError(f"kernel_size must be a positive odd int, got {kernel_size}.")
+    if int(input_channels) < 1 or int(output_channels) < 1:
+      raise ValueError(f"channels must be positive, got {input_channels}, {output_channels}.")
+    self.input_channels = int(input_channels)
+    self.output_channels = int(output_channels)
+    self.conditional_size = int(conditional_size or 0)
+    self.dtype = float_dtype(dtype)
+    self.activation = _activation(activation)
+    width, k = width[0], int(kernel_size)
+    rng = np.random.default_rng(seed)
+    with self.name_scope:
+      self.inp = _Conv(k, self.input_channels + self.conditional_size, width, rng, self.dtype)
+      self.blocks = [(_Conv(k, width, width, rng, self.dtype),
+                      _Conv(k, width, width, rng, self.dtype)) for _ in range(int(num_blocks))]
+      self.out = _Conv(k, width, self.output_channels, rng, self.dtype, zero=True)
+
+  def __call__(self, x, conditional_input=None):
+    x = tf.convert_to_tensor(x, self.dtype)
+    if x.shape.rank is not None and (x.shape.rank < 4 or x.shape[-1] != self.input_channels):
+      raise ValueError(f"{self.name}: expected input [..., H, W, {self.input_channels}], got "
+                       f"shape {x.shape.as_list()}.")
+    lead = tf.shape(x)[:-3]
+    h = tf.reshape(x, tf.concat([[-1], tf.shape(x)[-3:]], 0))
+    if self.conditional_size:
+      if conditional_input is None:
+        raise ValueError(f"{self.name} was built with conditional_size="
+                         f"{self.conditional_size} and needs a conditional_input.")
+      c = tf.convert_to_tensor(conditional_input, self.dtype)
+      if c.shape[-1] is not None and c.shape[-1] != self.conditional_size:
+        raise ValueError(f"{self.name}: conditional_input must have last dim "
+                         f"{self.conditional_size}, got shape {c.shape.as_list()}.")
+      c = tf.reshape(tf.broadcast_to(c, tf.concat([lead, [self.conditional_size]], 0)),
+                     [-1, 1, 1, self.conditional_size])
+      c = tf.broadcast_to(c, tf.concat([tf.shape(h)[:3], [self.conditional_size]], 0))
+      h = tf.concat([h, c], -1)
+    elif conditional_input is not None:
+      raise ValueError(f"{self.name} got a conditional_input but was built with "
+                       "conditional_size=0.")
+    h = self.inp(h)
+    for first, second in self.blocks:
+      h = h + second(self.activation(first(self.activation(h))))
+    out = self.out(self.activation(h))
+    return tf.reshape(out, tf.concat([tf.shape(x)[:-1], [self.output_channels]], 0))
 
 
 def as_variable_list(variables):

@@ -39,6 +39,11 @@ __all__ = [
     "assert_converged",
     "log_sigmoid",
     "log1mexp",
+    "log_ndtr",
+    "log_normal_pdf",
+    "logistic_mixture_log_cdf",
+    "ndtri_of_log",
+    "ndtri_from_log_tails",
 ]
 
 RootResult = collections.namedtuple(
@@ -167,3 +172,259 @@ def log1mexp(x):
   near_zero = tf.math.log(-tf.math.expm1(tf.minimum(x, -tiny)))
   far = tf.math.log1p(-tf.exp(tf.minimum(x, log_half)))
   return tf.where(x > log_half, near_zero, far)
+
+
+# --- Log-space CDFs and the inverse normal CDF (Gaussianization flows) ---------------------
+#
+# A logistic mixture F(x) = sum_k w_k sigmoid((x - mu_k) / s_k) is evaluated through
+# log F, log(1 - F) and log f as log-sum-exps of log-sigmoids, so none of them saturates: far in
+# a tail log F ~ -|x| / s stays finite where F itself rounds to 0 or 1. The inverse normal CDF
+# is then taken from whichever of log F, log(1 - F) is smaller (Phi^-1(p) = -Phi^-1(1 - p)), so
+# both tails keep full relative precision.
+
+_NDTRI_ASYMPTOTIC_BELOW = -30.  # log p below which the tail expansion seeds Newton
+_NDTRI_NEWTON_STEPS = 3
+
+
+def log_ndtr(x):
+  """log Phi(x), the log standard normal CDF, to relative precision for every finite x.
+
+  Left of 0 it is ``log(erfcx(-x / sqrt 2) / 2) - x^2 / 2`` (``tfp.math.erfcx``, no underflow,
+  so ``log_ndtr(-1e4)`` is exact); right of 0 ``log1p(-erfc(x / sqrt 2) / 2)``. Both branches
+  get clamped arguments, so gradients are finite everywhere (``phi(x) / Phi(x)``).
+  """
+  x = tf.convert_to_tensor(x)
+  zero = tf.zeros([], x.dtype)
+  inv_sqrt2 = tf.constant(1. / np.sqrt(2.), x.dtype)
+  neg = tf.minimum(x, zero)
+  lower = (tf.math.log(tfp.math.erfcx(-neg * inv_sqrt2)) - tf.constant(np.log(2.), x.dtype)
+           - 0.5 * tf.square(neg))
+  upper = tf.math.log1p(-0.5 * tf.math.erfc(tf.maximum(x, zero) * inv_sqrt2))
+  return tf.where(x < zero, lower, upper)
+
+
+def logistic_mixture_log_cdf(x, loc, scale, log_weights):
+  """log F, log(1 - F) and log f of a per-dimension mixture of logistics, in log space.
+
+  Args:
+    x: tensor ``[..., D]``.
+    loc, scale, log_weights: tensors ``[D, K]`` (anchors, positive bandwidths, normalised
+      log-weights with ``logsumexp(log_weights, -1) == 0``).
+
+  Returns:
+    ``(log_cdf, log_sf, log_pdf)``, each shaped like ``x``; finite for every finite ``x``
+    (far in a tail they grow linearly in ``|x|``), with finite gradients.
+  """
+  z = (x[..., None] - loc) / scale
+  lower = log_sigmoid(z)
+  upper = log_sigmoid(-z)
+  log_cdf = tf.reduce_logsumexp(log_weights + lower, axis=-1)
+  log_sf = tf.reduce_logsumexp(log_weights + upper, axis=-1)
+  log_pdf = tf.reduce_logsumexp(log_weights + lower + upper - tf.math.log(scale), axis=-1)
+  return log_cdf, log_sf, log_pdf
+
+
+def _ndtri_lower_value(log_p):
+  """Phi^-1(exp(log_p)) for log_p <= log(1/2), without gradients (see ``ndtri_of_log``)."""
+  dtype = log_p.dtype
+  log_p = tf.minimum(log_p, tf.constant(-np.log(2.), dtype))
+  asymptotic = log_p < _NDTRI_ASYMPTOTIC_BELOW
+  # Moderate tail: ndtri of the probability itself (exp(log_p) >= 1e-13 is representable).
+  direct = tf.math.ndtri(tf.exp(tf.maximum(log_p, _NDTRI_ASYMPTOTIC_BELOW)))
+  # Far tail: log Phi(x) ~ -x^2/2 - log(-x) - log(2 pi)/2, so x^2 = u solves u = t - log u
+  # with t = -2 log p - log(2 pi); two fixed-point steps seed Newton to ~1e-3.
+  t = -2. * tf.minimum(log_p, _NDTRI_ASYMPTOTIC_BELOW) - np.log(2. * np.pi)
+  u = t - tf.math.log(t)
+  u = t - tf.math.log(u)
+  x = tf.where(asymptotic, -tf.sqrt(u), direct)
+  # Newton on g(x) = log Phi(x) - log p. g is increasing and concave, so from either side the
+  # iterates end at or below the root and then increase monotonically to it.
+  # The step is (log Phi(x) - log p) * Phi(x) / phi(x), with the Mills-type ratio
+  # Phi(x) / phi(x) = erfcx(-x / sqrt 2) sqrt(pi / 2) computed without cancellation.
+  inv_sqrt2 = tf.constant(1. / np.sqrt(2.), dtype)
+  half_pi_sqrt = tf.constant(np.sqrt(0.5 * np.pi), dtype)
+  for _ in range(_NDTRI_NEWTON_STEPS):
+    ratio = tfp.math.erfcx(-x * inv_sqrt2) * half_pi_sqrt
+    x = tf.minimum(x - (log_ndtr(x) - log_p) * ratio, tf.zeros([], dtype))
+  return tf.minimum(x, tf.zeros([], dtype))
+
+
+def ndtri_of_log(log_p, name="ndtri_of_log"):
+  """The standard normal quantile ``Phi^-1(exp(log_p))`` for ``log_p <= log(1/2)``.
+
+  Accurate (relative precision of the dtype) from ``log_p = log(1/2)`` down to the most negative
+  finite ``log_p`` whose quantile is representable (about ``-1e37`` in float32): moderate tails
+  use ``tf.math.ndtri``, far tails an asymptotic expansion, both polished by Newton steps on
+  ``log_ndtr``. Gradients: ``d x / d log_p = Phi(x) / phi(x)`` (implicit function
+  theorem), finite everywhere. Inputs above ``log(1/2)`` are clamped to it.
+  """
+  with tf.name_scope(name):
+    log_p = tf.convert_to_tensor(log_p)
+    x = _ndtri_lower_value(tf.stop_gradient(log_p))
+    return attach_implicit_gradient(log_ndtr, x, tf.minimum(
+        log_p, tf.constant(-np.log(2.), log_p.dtype)))
+
+
+def ndtri_from_log_tails(log_cdf, log_sf, name="ndtri_from_log_tails"):
+  """``Phi^-1(p)`` from ``log p`` and ``log(1 - p)``, each tail from its own log-probability.
+
+  For ``p < 1/2`` the quantile is ``ndtri_of_log(log p)``; otherwise it is
+  ``-ndtri_of_log(log(1 - p))``. Only the smaller log-probability is used, so a point whose
+  ``p`` rounds to 1 still gets its exact (large, positive) quantile.
+  """
+  with tf.name_scope(name):
+    lower_tail = log_cdf <= log_sf
+    z = ndtri_of_log(tf.minimum(log_cdf, log_sf))
+    return tf.where(lower_tail, z, -z)
+
+
+def log_normal_pdf(x):
+  """log of the standard normal density, ``-x^2/2 - log(2 pi)/2``."""
+  x = tf.convert_to_tensor(x)
+  return -0.5 * tf.square(x) - tf.constant(0.5 * np.log(2. * np.pi), x.dtype)
+
+
+# --- Fixed-point iteration with implicit (adjoint) gradients (masked convolutions) ----------
+#
+# ``fixed_point(update_fn, initial, args)`` iterates ``x <- update_fn(x, *args)`` until the step
+# is below tolerance. The iteration runs without gradients; the solution then carries the
+# gradients of the implicit function theorem for the fixed-point equation ``x = g(x, args)``:
+#
+#     dx = (I - dg/dx)^-1 (dg/dargs dargs + dg/dtheta dtheta),
+#
+# so a backward pass with upstream gradient ``v`` solves the adjoint equation
+# ``u = v + (dg/dx)^T u`` by the same fixed-point iteration (one vector-Jacobian product of
+# ``g`` per step) and returns ``u^T dg/dargs`` and ``u^T dg/dtheta`` for the variables ``theta``
+# that ``update_fn`` reads. The adjoint iteration converges whenever the forward iteration
+# converges linearly (both contract with the spectral radius of ``dg/dx`` at the solution).
+
+from tensorflow.python.eager import record as _record  # noqa: E402  (pauses all tapes)
+
+__all__ += ["FixedPointResult", "fixed_point", "DEFAULT_FIXED_POINT_ITERATIONS"]
+
+FixedPointResult = collections.namedtuple(
+    "FixedPointResult", ["solution", "num_iterations", "converged", "residual"])
+FixedPointResult.__doc__ = """Result of ``fixed_point``.
+
+Fields:
+  solution: the fixed point, with implicit (adjoint) gradients attached.
+  num_iterations: int32 scalar, updates applied (the loop runs until every element is done).
+  converged: bool tensor shaped like ``solution``: the last step met the tolerance.
+  residual: ``|update_fn(x) - x|`` of the last step, shaped like ``solution``.
+"""
+
+DEFAULT_FIXED_POINT_ITERATIONS = 500
+
+
+def _fixed_point_loop(update_fn, initial, tolerance, max_iterations):
+  """Iterates ``x <- update_fn(x)`` until ``|step| <= tolerance (1 + |x|)`` everywhere."""
+  def done(new, step):
+    return step <= tolerance * (1. + tf.abs(new))
+
+  def cond(k, x, finished, step):
+    return tf.logical_and(k < max_iterations, tf.logical_not(finished))
+
+  def body(k, x, finished, step):
+    new = update_fn(x)
+    step = tf.abs(new - x)
+    return k + 1, new, tf.reduce_all(done(new, step)), step
+
+  k, x, _, step = tf.while_loop(
+      cond, body, (tf.constant(0, tf.int32), initial, tf.constant(False),
+                   tf.fill(tf.shape(initial), tf.constant(np.inf, initial.dtype))),
+      maximum_iterations=max_iterations)
+  return x, k, done(x, step), step
+
+
+def fixed_point(update_fn, initial, args=(), *, tolerance=None,
+                max_iterations=DEFAULT_FIXED_POINT_ITERATIONS, validate_args=False,
+                name="fixed_point"):
+  """Solves ``x = update_fn(x, *args)`` by iteration, with implicit-function gradients.
+
+  Args:
+    update_fn: callable ``(x, *args) -> x_next`` (same shape and dtype as ``x``); a
+      contraction near the solution. It may close over ``tf.Variable``s: their gradients
+      through the solution are correct (adjoint method, see the section comment). The
+      forward iterations run with gradient recording paused, so ``update_fn`` must not need
+      a ``tf.GradientTape`` of its own (compute derivatives it uses in closed form).
+    initial: starting point ``x_0`` (no gradients flow into it).
+    args: tensors passed to ``update_fn`` that gradients flow to (e.g. the target of an
+      equation ``F(x) = z`` written as ``x <- x - (F(x) - z) / P``).
+    tolerance: the loop stops once every element's step satisfies
+      ``|x_{k+1} - x_k| <= tolerance * (1 + |x_{k+1}|)``; ``default_tolerance(dtype)`` if None
+      (1e-6 for float32, 1e-12 for float64). The adjoint iteration uses the same rule.
+    max_iterations: iteration cap of the forward and of the adjoint iteration.
+    validate_args: raise (``InvalidArgumentError``) if the cap is hit before the tolerance is
+      met, in the forward solve and in the backward (adjoint) solve. Eager and ``tf.function``
+      only: XLA compiles assertions away; check ``converged`` there.
+    name: name scope.
+
+  Returns:
+    ``FixedPointResult(solution, num_iterations, converged, residual)``.
+  """
+  with tf.name_scope(name):
+    initial = tf.convert_to_tensor(initial)
+    dtype = initial.dtype
+    args = [tf.convert_to_tensor(a) for a in args]
+    tol = tolerance if tolerance is not None else default_tolerance(dtype)
+    if not tol > 0:
+      raise ValueError(f"{name}: tolerance must be positive, got {tolerance}.")
+    if int(max_iterations) < 1:
+      raise ValueError(f"{name}: max_iterations must be >= 1, got {max_iterations}.")
+    max_iterations = int(max_iterations)
+    tol = tf.constant(tol, dtype)
+    frozen = [tf.stop_gradient(a) for a in args]
+    # No tape records the iterations (their gradients come from the adjoint below), so no
+    # memory is spent on per-iteration activations even when a tape is watching.
+    with _record.stop_recording():
+      x, k, converged, residual = _fixed_point_loop(
+          lambda t: update_fn(t, *frozen), tf.stop_gradient(initial), tol, max_iterations)
+    deps = assert_converged(converged, name, validate_args)
+    with tf.control_dependencies(deps):
+      x = tf.identity(x)
+    solution = _attach_adjoint_gradient(update_fn, x, args, tol, max_iterations,
+                                        validate_args, name)
+    return FixedPointResult(solution, k, converged, residual)
+
+
+def _attach_adjoint_gradient(update_fn, solution, args, tol, max_iterations, validate_args,
+                             name):
+  """``solution`` (value unchanged) with fixed-point adjoint gradients to args and variables."""
+  solution = tf.stop_gradient(solution)
+
+  @tf.custom_gradient
+  def attach(*args_in):
+    # Evaluating g once here lets custom_gradient see (and hand to ``grad``) the variables
+    # that update_fn reads; the value returned is the loop's solution itself.
+    update_fn(solution, *args_in)
+
+    def grad(upstream, variables=None):
+      variables = list(variables or [])
+      frozen = [tf.stop_gradient(a) for a in args_in]
+
+      def adjoint_step(u):
+        with tf.GradientTape() as tape:
+          tape.watch(solution)
+          g = update_fn(solution, *frozen)
+        return upstream + tape.gradient(g, solution, output_gradients=u,
+                                        unconnected_gradients="zero")
+
+      u, _, converged, _ = _fixed_point_loop(adjoint_step, upstream, tol, max_iterations)
+      deps = assert_converged(converged, f"{name} (adjoint)", validate_args)
+      with tf.control_dependencies(deps):
+        u = tf.identity(u)
+      with tf.GradientTape() as tape:
+        tape.watch(list(args_in))
+        g = update_fn(solution, *args_in)
+      grads = tape.gradient(g, list(args_in) + variables, output_gradients=u,
+                            unconnected_gradients="zero")
+      return grads[:len(args_in)], grads[len(args_in):]
+
+    return tf.identity(solution), grad
+
+  if not args:
+    # custom_gradient needs a tensor input to attach to; a zero-sized dummy carries nothing.
+    dummy = tf.zeros([0], solution.dtype)
+    return _attach_adjoint_gradient(lambda x, _: update_fn(x), solution, [dummy], tol,
+                                    max_iterations, validate_args, name)
+  return attach(*args)

@@ -137,8 +137,8 @@ def _modes(fn):
 
 
 def assert_bijector_contract(bijector, x, *, bijector_kwargs=None, tolerances=None,
-                             check_jit=True, check_density=True, density_points=None,
-                             name=None):
+                             check_jit=True, check_density=True, check_sample_shapes=True,
+                             density_points=None, name=None):
   """Runs the bijector contract on ``bijector`` at base-space points ``x``.
 
   Args:
@@ -151,6 +151,8 @@ def assert_bijector_contract(bijector, x, *, bijector_kwargs=None, tolerances=No
       (``round_trip``, ``log_det``, ``modes``, ``density``).
     check_jit: also compare ``jit_compile=True`` results (turn off only for ops XLA lacks).
     check_density: integrate the density for events of 1 or 2 elements.
+    check_sample_shapes: check sample shapes ``[]`` and ``[n, m]`` besides ``[n]``; turn off
+      only for parts that need exactly one batch axis (e.g. TFP's ``BatchNormalization``).
     density_points: grid points per dimension (default 4000 in 1-D, 500 in 2-D).
     name: label used in error messages (defaults to ``bijector.name``).
 
@@ -203,18 +205,20 @@ def assert_bijector_contract(bijector, x, *, bijector_kwargs=None, tolerances=No
   if n < 2:
     raise ValueError("assert_bijector_contract needs at least 2 points along axis 0 of x.")
   m = 2 if n % 2 == 0 else 1
-  single_y, single_ldj = fwd(x[0]), fldj(x[0])
-  _assert_close(single_y, y[0], _tol("modes", dtype, tolerances), "sample shape [] forward", name)
-  _assert_close(tf.broadcast_to(single_ldj, batch_shape[1:]), f[0],
-                _tol("modes", dtype, tolerances), "sample shape [] log-det", name)
-  x2 = tf.reshape(x, [n // m, m] + x.shape[1:].as_list())
-  _assert_close(tf.reshape(fwd(x2), y.shape), y, _tol("modes", dtype, tolerances),
-                "sample shape [n, m] forward", name)
-  f2 = fldj(x2)
-  if not bijector.is_constant_jacobian and f2.shape != [n // m, m] + batch_shape[1:]:
-    raise AssertionError(f"[{name}] log-det shape {f2.shape} for sample shape [n, m]")
-  _assert_close(tf.reshape(tf.broadcast_to(f2, [n // m, m] + batch_shape[1:]), f.shape), f,
-                _tol("modes", dtype, tolerances), "sample shape [n, m] log-det", name)
+  if check_sample_shapes:
+    single_y, single_ldj = fwd(x[0]), fldj(x[0])
+    _assert_close(single_y, y[0], _tol("modes", dtype, tolerances), "sample shape [] forward",
+                  name)
+    _assert_close(tf.broadcast_to(single_ldj, batch_shape[1:]), f[0],
+                  _tol("modes", dtype, tolerances), "sample shape [] log-det", name)
+    x2 = tf.reshape(x, [n // m, m] + x.shape[1:].as_list())
+    _assert_close(tf.reshape(fwd(x2), y.shape), y, _tol("modes", dtype, tolerances),
+                  "sample shape [n, m] forward", name)
+    f2 = fldj(x2)
+    if not bijector.is_constant_jacobian and f2.shape != [n // m, m] + batch_shape[1:]:
+      raise AssertionError(f"[{name}] log-det shape {f2.shape} for sample shape [n, m]")
+    _assert_close(tf.reshape(tf.broadcast_to(f2, [n // m, m] + batch_shape[1:]), f.shape), f,
+                  _tol("modes", dtype, tolerances), "sample shape [n, m] log-det", name)
 
   # 5. Eager, tf.function and XLA agree.
   def everything(x_in, y_in):

@@ -4,6 +4,12 @@ forward = base -> data (the sampling direction); inverse = data -> base (density
 """
 
 from tfp_flows.bijectors.coupling import AdditiveCoupling, AffineCoupling
-from tfp_flows.bijectors.scaling import Scaling
+from tfp_flows.bijectors.scaling import ActNorm, Scaling
+from tfp_flows.bijectors.reshape import FactorOut, Squeeze
+from tfp_flows.bijectors.preprocessing import Dequantize, Logit, bits_per_dim, dequantize
+from tfp_flows.bijectors.planar import Planar, Radial
+from tfp_flows.bijectors.gaussianization import HouseholderRotation, MarginalGaussianization
 
-__all__ = ["AdditiveCoupling", "AffineCoupling", "Scaling"]
+__all__ = ["AdditiveCoupling", "AffineCoupling", "Scaling", "Planar", "Radial",
+           "ActNorm", "Squeeze", "FactorOut", "Dequantize", "Logit", "bits_per_dim", "dequantize",
+           "MarginalGaussianization", "HouseholderRotation"]

@@ -4,6 +4,8 @@
 * ``check_input``: the event shape of an input (always, statically, and dynamically with
   ``validate_args``) and its finiteness (with ``validate_args``); errors name the bijector,
   the expected and the actual shape.
+* ``DtypeChecked``: a mixin (list it before ``tfb.Bijector``) that rejects inputs whose dtype
+  differs from the bijector's, numpy arrays included (TFP itself silently casts numpy input).
 * ``initialize_once``: data-dependent initialisation guarded by a boolean variable, so the
   "initialised" state lives in (and is saved with) the model's variables.
 """
@@ -11,7 +13,8 @@
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["float_dtype", "as_event_shape", "check_input", "initialize_once", "init_flag"]
+__all__ = ["float_dtype", "as_event_shape", "check_input", "check_dtype", "DtypeChecked",
+           "initialize_once", "init_flag"]
 
 
 def float_dtype(dtype):
@@ -65,6 +68,41 @@ def check_input(x, event_shape, *, name, validate_args, what="x"):
       [f"{name}: {what} contains NaN or inf values."]))
   with tf.control_dependencies(deps):
     return tf.identity(x)
+
+
+def check_dtype(bijector, x, what):
+  """Raises ``TypeError`` if ``x`` has a dtype (tensor or numpy) other than the bijector's."""
+  dtype = getattr(x, "dtype", None)
+  if dtype is None or bijector.dtype is None:
+    return
+  dtype = tf.as_dtype(dtype)
+  if not dtype.is_floating:
+    raise TypeError(f"{bijector.name}: {what} must be floating ({bijector.dtype.name}), got "
+                    f"dtype {dtype.name}.")
+  if dtype != bijector.dtype:
+    raise TypeError(f"{bijector.name}: {what} has dtype {dtype.name} but the bijector is "
+                    f"{bijector.dtype.name}; cast the input or build the bijector with "
+                    f"dtype={dtype.name}.")
+
+
+class DtypeChecked:
+  """Mixin for ``tfb.Bijector`` subclasses: strict input dtypes on the public methods."""
+
+  def forward(self, x, *args, **kwargs):
+    check_dtype(self, x, "x")
+    return super().forward(x, *args, **kwargs)
+
+  def inverse(self, y, *args, **kwargs):
+    check_dtype(self, y, "y")
+    return super().inverse(y, *args, **kwargs)
+
+  def forward_log_det_jacobian(self, x, *args, **kwargs):
+    check_dtype(self, x, "x")
+    return super().forward_log_det_jacobian(x, *args, **kwargs)
+
+  def inverse_log_det_jacobian(self, y, *args, **kwargs):
+    check_dtype(self, y, "y")
+    return super().inverse_log_det_jacobian(y, *args, **kwargs)
 
 
 def init_flag(name="initialized"):

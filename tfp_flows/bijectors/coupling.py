@@ -51,7 +51,7 @@ tfb = tfp.bijectors
 __all__ = ["AdditiveCoupling", "AffineCoupling"]
 
 
-class _Coupling(tfb.Bijector):
+class _Coupling(_base.DtypeChecked, tfb.Bijector):
   """Mask bookkeeping, conditioner calls and checks shared by both couplings."""
 
   _num_params = None  # 1 (shift) or 2 (shift, log-scale)
@@ -106,7 +106,13 @@ class _Coupling(tfb.Bijector):
     kwargs = {}
     if self._conditional_shape is not None:
       kwargs["conditional_input"] = tf.zeros((1,) + self._conditional_shape, self.dtype)
-    self._params(probe, kwargs)
+    try:
+      self._params(probe, kwargs)
+    except (TypeError, ValueError, tf.errors.InvalidArgumentError) as e:
+      raise (TypeError if isinstance(e, TypeError) else ValueError)(
+          f"{self.name}: the conditioner fails on an input of shape "
+          f"{probe.shape.as_list()} and dtype {self.dtype.name} (the kept part of "
+          f"the mask's event): {e}") from e
     # Keras 3 variables are not tf.Module-visible: hold the tf.Variables behind them.
     self._conditioner_variables = nets.conditioner_variables(self._conditioner)
 

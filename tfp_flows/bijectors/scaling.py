@@ -1,4 +1,4 @@
-"""NICE's diagonal scaling layer (and, for images, ActNorm).
+"""NICE's diagonal scaling layer and Glow's activation normalisation (ActNorm).
 
 Scaling (Dinh et al. 2014, section 3.3)::
 
@@ -7,16 +7,35 @@ Scaling (Dinh et al. 2014, section 3.3)::
 with one trainable ``s`` per event entry (initialised at 0, the identity). NICE puts it last in
 the flow, so additive couplings (volume preserving) can still change the volume.
 
+ActNorm (Kingma & Dhariwal 2018, section 3.1): one scale and shift per channel (last axis)::
+
+    forward (latent -> data):   y = x * exp(s_c) + b_c
+    inverse (data -> latent):   x = (y - b_c) * exp(-s_c)
+    log|det J| = (number of entries per channel) * sum_c s_c     (H * W * sum_c s_c for images)
+
+The scale is ``exp(s)``, positive for every value of ``s``. Data-dependent initialisation: the
+first batch ``y`` seen in the data -> latent direction (``inverse``/``log_prob``) sets
+``b = mean(y)`` and ``s = log(std(y) + eps)`` (statistics over all but the channel axis), so
+that the inverse outputs have zero mean and unit variance per channel. The "initialised" flag is a
+(non-trainable) variable, so the init runs once, eagerly, in ``tf.function`` and under XLA,
+and is saved and restored with the weights (``tf.train.Checkpoint``, Keras).
+
 #### Examples
 
     scaling = tff.bijectors.Scaling([2])
     flow = tfb.Chain([scaling, coupling_2, coupling_1])
 
+    actnorm = tff.bijectors.ActNorm([8, 8, 3])
+    dist = tff.flows.distribution(tfb.Chain([actnorm, ...]), [8, 8, 3])
+    dist.log_prob(first_batch)     # initialises actnorm from first_batch, once
+
 #### References
 
 [1] Dinh, Krueger, Bengio. NICE: Non-linear Independent Components Estimation. 2014.
+[2] Kingma, Dhariwal. Glow: Generative Flow with Invertible 1x1 Convolutions. NeurIPS 2018.
 """
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 from tensorflow_probability.python.internal import parameter_properties
@@ -25,10 +44,10 @@ from tfp_flows.bijectors import _base
 
 tfb = tfp.bijectors
 
-__all__ = ["Scaling"]
+__all__ = ["Scaling", "ActNorm"]
 
 
-class Scaling(tfb.Bijector):
+class Scaling(_base.DtypeChecked, tfb.Bijector):
   """Element-wise ``y = x * exp(log_scale)`` with a trainable ``log_scale`` per entry.
 
   Args:
@@ -90,3 +109,95 @@ class Scaling(tfb.Bijector):
 
   def _inverse_log_det_jacobian(self, y):
     return -self._forward_log_det_jacobian(y)
+
+
+class ActNorm(_base.DtypeChecked, tfb.Bijector):
+  """Per-channel ``y = x * exp(log_scale) + shift`` with data-dependent initialisation.
+
+  Args:
+    event_shape: shape of one event, ``[..., C]`` (e.g. ``[H, W, C]`` or ``[D]``); one scale
+      and shift per entry of the last axis.
+    data_init: initialise ``shift``/``log_scale`` from the first batch seen by ``inverse`` /
+      ``inverse_log_det_jacobian`` (the data -> latent direction). With ``False`` the layer
+      starts (and stays, until trained) at its current values: the identity.
+    eps: added to the batch standard deviation at init.
+    validate_args: check event shapes and finiteness of inputs at run time.
+    dtype: float32 (default) or float64.
+    name: name of the bijector.
+
+  Variables: ``shift`` and ``log_scale`` (trainable, shape ``[C]``) and ``initialized``
+  (non-trainable bool).
+  """
+
+  def __init__(self, event_shape, data_init=True, eps=1e-6, validate_args=False,
+               dtype=tf.float32, name="actnorm"):
+    parameters = dict(locals())
+    with tf.name_scope(name) as name:
+      dtype = _base.float_dtype(dtype)
+      event_shape = _base.as_event_shape(event_shape)
+      if not eps >= 0:
+        raise ValueError(f"{name}: eps must be >= 0, got {eps}.")
+      channels = event_shape[-1]
+      self._event_shape = event_shape
+      self._eps = float(eps)
+      self._per_channel = int(np.prod(event_shape[:-1]))
+      self._shift = tf.Variable(tf.zeros([channels], dtype), name="shift")
+      self._log_scale = tf.Variable(tf.zeros([channels], dtype), name="log_scale")
+      self._initialized = _base.init_flag()
+      if not data_init:
+        self._initialized.assign(True)
+      super().__init__(forward_min_event_ndims=len(event_shape), is_constant_jacobian=False,
+                       validate_args=validate_args, dtype=dtype, parameters=parameters,
+                       name=name)
+
+  @classmethod
+  def _parameter_properties(cls, dtype):
+    return dict()
+
+  @property
+  def shift(self):
+    return self._shift
+
+  @property
+  def log_scale(self):
+    return self._log_scale
+
+  @property
+  def initialized(self):
+    return self._initialized
+
+  def _check(self, t, what):
+    return _base.check_input(t, self._event_shape, name=self.name,
+                             validate_args=self.validate_args, what=what)
+
+  def _maybe_init(self, y):
+    """Initialises from ``y`` (data side) unless done; returns a control dependency."""
+    def init():
+      axes = tf.range(tf.rank(y) - 1)
+      mean = tf.reduce_mean(y, axis=axes)
+      std = tf.math.reduce_std(y, axis=axes) + tf.constant(self._eps, self.dtype)
+      return [self._shift.assign(mean), self._log_scale.assign(tf.math.log(std))]
+    return _base.initialize_once(self._initialized, init)
+
+  def _batch_shape_of(self, t):
+    return tf.shape(t)[:tf.rank(t) - len(self._event_shape)]
+
+  def _log_det(self, t):
+    ldj = self._per_channel * tf.reduce_sum(self._log_scale)
+    return tf.broadcast_to(ldj, self._batch_shape_of(t))
+
+  def _forward(self, x):
+    return self._check(x, "x") * tf.exp(self._log_scale) + self._shift
+
+  def _inverse(self, y):
+    y = self._check(y, "y")
+    with tf.control_dependencies([self._maybe_init(y)]):
+      return (y - self._shift) * tf.exp(-self._log_scale)
+
+  def _forward_log_det_jacobian(self, x):
+    return self._log_det(self._check(x, "x"))
+
+  def _inverse_log_det_jacobian(self, y):
+    y = self._check(y, "y")
+    with tf.control_dependencies([self._maybe_init(y)]):
+      return -self._log_det(y)

@@ -1,0 +1,200 @@
+"""Coupling layers, masks, nets and builders: behaviour beyond the shared contract."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_probability as tfp
+import tf_keras
+
+import tfp_flows as tff
+
+tfb, tfd = tfp.bijectors, tfp.distributions
+
+
+def _affine(d=4, dtype=tf.float32, **kwargs):
+  mask = tff.masks.half(d)
+  net = tff.nets.MLP(int(mask.sum()), 2 * int((1 - mask).sum()), [8], dtype=dtype, seed=0)
+  return tff.bijectors.AffineCoupling(mask, net, dtype=dtype, **kwargs)
+
+
+# --- masks ---------------------------------------------------------------------------------
+
+def test_masks_shapes_and_values():
+  np.testing.assert_array_equal(tff.masks.half(5), [1, 1, 1, 0, 0])
+  np.testing.assert_array_equal(tff.masks.alternating(4, invert=True), [0, 1, 0, 1])
+  board = tff.masks.checkerboard([2, 2, 3])
+  assert board.shape == (2, 2, 3) and board[0, 0, 0] == 1 and board[0, 1, 2] == 0
+  ch = tff.masks.channel([2, 2, 4])
+  np.testing.assert_array_equal(ch[1, 1], [1, 1, 0, 0])
+  assert tff.masks.make("half", 4).sum() == 2
+
+
+@pytest.mark.parametrize("call,match", [
+    (lambda: tff.masks.half(1), "at least 2"),
+    (lambda: tff.masks.checkerboard([4, 4]), r"\[H, W, C\]"),
+    (lambda: tff.masks.channel([4, 4, 1]), "at least 2 channels"),
+    (lambda: tff.masks.make("diagonal", 4), "unknown mask kind"),
+    (lambda: tff.masks.validate_mask([1, 1]), "both"),
+    (lambda: tff.masks.validate_mask([1, 0.5]), "0 or 1"),
+])
+def test_mask_errors(call, match):
+  with pytest.raises(ValueError, match=match):
+    call()
+
+
+# --- bad input -----------------------------------------------------------------------------
+
+def test_wrong_event_shape_is_named():
+  bij = _affine(4)
+  with pytest.raises(ValueError, match=r"expected event shape \[4\].*got shape \[3, 5\]"):
+    bij.forward(tf.zeros([3, 5]))
+  with pytest.raises(ValueError, match=r"expected event shape \[4\]"):
+    bij.inverse(tf.zeros([3, 5]))
+  dist = tff.flows.distribution(tff.flows.realnvp([4], num_layers=2, hidden_units=[8]), [4])
+  with pytest.raises(ValueError, match="event shape"):
+    dist.log_prob(tf.zeros([3, 5]))
+
+
+def test_wrong_dtype_is_an_error():
+  bij = _affine(4)
+  with pytest.raises((TypeError, ValueError), match="float64|float32"):
+    bij.forward(np.zeros([2, 4], np.float64))
+  with pytest.raises((TypeError, ValueError), match="int"):
+    bij.forward(np.zeros([2, 4], np.int32))
+
+
+def test_conditioner_of_wrong_dtype_is_named():
+  mask = tff.masks.half(4)
+  net = tff.nets.MLP(2, 4, [8], dtype=tf.float64)
+  with pytest.raises((TypeError, ValueError), match="conditioner fails .* dtype float32"):
+    tff.bijectors.AffineCoupling(mask, net)
+  with pytest.raises(TypeError, match="conditioner returned dtype float64, expected float32"):
+    tff.bijectors.AffineCoupling(mask, lambda x: tf.zeros([1, 4], tf.float64))
+
+
+def test_mask_of_wrong_size_for_conditioner_is_named():
+  net = tff.nets.MLP(2, 4, [8])
+  with pytest.raises(ValueError, match="conditioner output has last dim"):
+    tff.bijectors.AffineCoupling(tff.masks.half(6), lambda x: tf.zeros([tf.shape(x)[0], 5]))
+  with pytest.raises((ValueError, tf.errors.InvalidArgumentError)):
+    tff.bijectors.AffineCoupling(tff.masks.half(6), net)  # net expects 2 inputs, gets 3
+
+
+def test_nan_input_with_validate_args():
+  bij = _affine(4, validate_args=True)
+  x = np.zeros([2, 4], np.float32)
+  x[1, 2] = np.nan
+  with pytest.raises(tf.errors.InvalidArgumentError, match="NaN or inf"):
+    bij.inverse(tf.constant(x))
+  dist = tff.flows.distribution(bij, [4])
+  with pytest.raises(tf.errors.InvalidArgumentError, match="NaN or inf"):
+    dist.log_prob(tf.constant(x))
+
+
+@pytest.mark.parametrize("call,exc,match", [
+    (lambda: tff.flows.realnvp([4], num_layers=0), ValueError, "num_layers"),
+    (lambda: tff.flows.realnvp([4, 2]), ValueError, r"\[D\]"),
+    (lambda: tff.flows.nice([1]), ValueError, "at least 2"),
+    (lambda: tff.flows.nice([4], hidden_units=[0]), ValueError, "hidden_units"),
+    (lambda: tff.flows.realnvp([4], permutation="shuffle"), ValueError, "permutation"),
+    (lambda: tff.flows.realnvp([4], dtype=tf.int32), TypeError, "floating"),
+    (lambda: _affine(4, log_scale_bound=-1.), ValueError, "log_scale_bound"),
+    (lambda: tff.bijectors.AffineCoupling(tff.masks.half(4), "net"), TypeError, "callable"),
+    (lambda: tff.nets.MLP(2, 2, activation="swoosh"), ValueError, "activation"),
+])
+def test_invalid_hyper_parameters(call, exc, match):
+  with pytest.raises(exc, match=match):
+    call()
+
+
+# --- behaviour -----------------------------------------------------------------------------
+
+def test_zero_initialised_flows_start_at_identity():
+  x = tf.random.normal([5, 6])
+  for flow in (tff.flows.realnvp([6], num_layers=3), tff.flows.nice([6], num_layers=3)):
+    # Permutations cancel pairwise for an odd number of couplings... so compare densities.
+    dist = tff.flows.distribution(flow, [6])
+    base = tfd.Sample(tfd.Normal(0., 1.), [6])
+    perm_back = flow.inverse(x)
+    np.testing.assert_allclose(tf.sort(perm_back, -1), tf.sort(x, -1), atol=1e-6)
+    np.testing.assert_allclose(dist.log_prob(x), base.log_prob(x), atol=1e-5)
+
+
+def test_log_scale_is_bounded():
+  mask = tff.masks.half(2)
+  bij = tff.bijectors.AffineCoupling(
+      mask, lambda x: tf.concat([tf.zeros_like(x), 1e4 * tf.ones_like(x)], -1),
+      log_scale_bound=3.)
+  ldj = bij.forward_log_det_jacobian(tf.ones([1, 2]), event_ndims=1)
+  np.testing.assert_allclose(ldj, [3.], rtol=1e-6)
+  unbounded = tff.bijectors.AffineCoupling(
+      mask, lambda x: tf.concat([tf.zeros_like(x), 7. * tf.ones_like(x)], -1),
+      log_scale_bound=None)
+  np.testing.assert_allclose(unbounded.forward_log_det_jacobian(tf.ones([1, 2]), 1), [7.])
+
+
+def test_conditioner_may_return_a_pair():
+  bij = tff.bijectors.AffineCoupling(
+      tff.masks.alternating(4), lambda x: (x, 0.1 * x), log_scale_bound=None)
+  x = tf.constant([[1., 2., 3., 4.]])
+  y = bij.forward(x)
+  # kept: x0=1, x2=3; changed: x1 = 2 * exp(0.1 * 1) + 1, x3 = 4 * exp(0.3) + 3.
+  np.testing.assert_allclose(y, [[1., 2 * np.exp(0.1) + 1, 3., 4 * np.exp(0.3) + 3]], rtol=1e-6)
+
+
+def test_keras3_layer_as_conditioner_trains_and_is_tracked():
+  import keras
+  net = keras.Sequential([keras.layers.Dense(16, activation="relu"),
+                          keras.layers.Dense(4, kernel_initializer="zeros")])
+  bij = tff.bijectors.AffineCoupling(tff.masks.half(4), net)
+  names = {v.name for v in bij.trainable_variables}
+  assert len(bij.trainable_variables) == 4, names
+  dist = tff.flows.distribution(tfb.Chain([bij, tfb.Permute([3, 2, 1, 0])]), [4])
+  assert len(dist.trainable_variables) == 4
+  x = tf.constant(np.random.default_rng(0).normal(2., 0.5, (256, 4)), tf.float32)
+  opt = keras.optimizers.Adam(1e-2)
+  before = float(-tf.reduce_mean(dist.log_prob(x)))
+  for _ in range(30):
+    with tf.GradientTape() as tape:
+      loss = -tf.reduce_mean(dist.log_prob(x))
+    grads = tape.gradient(loss, dist.trainable_variables)
+    assert all(g is not None for g in grads)
+    opt.apply_gradients(zip(grads, dist.trainable_variables))
+  assert float(loss) < before - 0.5
+
+
+def test_tf_keras_layer_as_conditioner_is_tracked():
+  net = tf_keras.Sequential([tf_keras.layers.Dense(8, activation="tanh"), tf_keras.layers.Dense(4)])
+  bij = tff.bijectors.AffineCoupling(tff.masks.half(4), net)
+  assert len(bij.trainable_variables) == 4  # built eagerly by the bijector
+
+
+def test_conditional_coupling_uses_context():
+  flow = tff.flows.realnvp([2], num_layers=2, hidden_units=[8], conditional_shape=[3])
+  tff.testing.randomize_variables(flow, seed=1)
+  dist = tff.flows.distribution(flow, [2])
+  x = tf.random.normal([4, 2])
+  c1, c2 = tf.zeros([4, 3]), tf.ones([4, 3])
+  lp1 = dist.log_prob(x, bijector_kwargs=tff.flows.conditional_kwargs(flow, c1))
+  lp2 = dist.log_prob(x, bijector_kwargs=tff.flows.conditional_kwargs(flow, c2))
+  assert lp1.shape == [4] and not np.allclose(lp1, lp2)
+  # A single context broadcasts over the batch.
+  lp3 = dist.log_prob(x, bijector_kwargs=tff.flows.conditional_kwargs(flow, tf.ones([3])))
+  np.testing.assert_allclose(lp2, lp3, rtol=1e-5)
+  with pytest.raises(ValueError, match="needs a conditional_input"):
+    dist.log_prob(x)
+
+
+def test_builders_seeded_and_float64():
+  a = tff.flows.realnvp([4], num_layers=2, hidden_units=[8], seed=3, dtype=tf.float64)
+  b = tff.flows.realnvp([4], num_layers=2, hidden_units=[8], seed=3, dtype=tf.float64)
+  for va, vb in zip(a.trainable_variables, b.trainable_variables):
+    assert va.dtype == tf.float64
+    np.testing.assert_array_equal(va.numpy(), vb.numpy())
+  assert len(tff.flows.nice([4], num_layers=3, hidden_units=[8]).trainable_variables) == 3 * 4 + 1
+
+
+def test_random_permutation_option():
+  flow = tff.flows.realnvp([6], num_layers=3, hidden_units=[8], permutation="random", seed=1)
+  perms = [b for b in flow.bijectors if isinstance(b, tfb.Permute)]
+  assert len(perms) == 2

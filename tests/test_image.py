@@ -1,0 +1,287 @@
+"""Image flows: Squeeze, FactorOut, ActNorm, Dequantize/Logit, ConvResNet, multi-scale RealNVP.
+
+The bijector contract for these runs from tests/test_contract.py; here: values against
+independent references (``tf.nn.space_to_depth``, closed forms, quadrature), ActNorm's
+data-dependent init (eager, tf.function, XLA, checkpoints), the builder on 28x28x1 and
+32x32x3 images, and the digits data.
+"""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+import tfp_flows as tff
+
+tfb = tfp.bijectors
+tfd = tfp.distributions
+
+
+def _fresh(t):
+  return tf.constant(np.array(t))
+
+
+# Squeeze and FactorOut.
+
+def test_squeeze_matches_space_to_depth():
+  sq = tff.bijectors.Squeeze(factor=2, dtype=tf.float64)
+  x = tf.constant(np.random.default_rng(0).normal(size=(3, 2, 6, 4, 5)))
+  y = sq.forward(x)
+  assert y.shape == (3, 2, 3, 2, 20)
+  ref = tf.nn.space_to_depth(tf.reshape(x, [6, 6, 4, 5]), 2)
+  np.testing.assert_array_equal(tf.reshape(y, [6, 3, 2, 20]), ref)
+  np.testing.assert_array_equal(sq.inverse(_fresh(y)), x)
+  assert sq.forward_event_shape([6, 4, 5]) == [3, 2, 20]
+  assert sq.inverse_event_shape([3, 2, 20]) == [6, 4, 5]
+  assert float(sq.forward_log_det_jacobian(x, event_ndims=3)) == 0.
+
+
+def test_squeeze_factor_3_and_errors():
+  sq = tff.bijectors.Squeeze(factor=3)
+  x = tf.random.normal([2, 6, 3, 1])
+  np.testing.assert_array_equal(sq.forward(x), tf.nn.space_to_depth(x, 3))
+  with pytest.raises(ValueError, match="multiples of the factor"):
+    sq.forward(tf.zeros([1, 4, 3, 1]))
+  with pytest.raises(ValueError, match="multiple of factor"):
+    sq.inverse(tf.zeros([1, 2, 2, 5]))
+  with pytest.raises(ValueError, match="factor must be an int >= 2"):
+    tff.bijectors.Squeeze(factor=1)
+  with pytest.raises(TypeError, match="float64"):
+    sq.forward(tf.zeros([1, 3, 3, 1], tf.float64))
+
+
+def test_factor_out_is_block_diagonal():
+  inner = tff.bijectors.ActNorm([2, 2, 3], data_init=False, dtype=tf.float64)
+  inner.log_scale.assign([0.1, -0.2, 0.3])
+  inner.shift.assign([1., 2., 3.])
+  fo = tff.bijectors.FactorOut(inner, [2, 2, 5], num_factored=2)
+  x = tf.constant(np.random.default_rng(1).normal(size=(4, 2, 2, 5)))
+  y = fo.forward(x)
+  np.testing.assert_array_equal(y[..., :2], x[..., :2])
+  np.testing.assert_allclose(y[..., 2:], inner.forward(x[..., 2:]))
+  np.testing.assert_allclose(fo.forward_log_det_jacobian(x, event_ndims=3),
+                             np.full([4], 4 * 0.2))
+  np.testing.assert_allclose(fo.inverse(_fresh(y)), x, atol=1e-12)
+  with pytest.raises(ValueError, match="keep its event shape"):
+    tff.bijectors.FactorOut(tff.bijectors.Squeeze(), [2, 2, 4])
+  with pytest.raises(ValueError, match="num_factored"):
+    tff.bijectors.FactorOut(inner, [2, 2, 5], num_factored=5)
+
+
+# ActNorm.
+
+def _data(seed=0, n=64):
+  rng = np.random.default_rng(seed)
+  return (rng.normal(size=(n, 4, 4, 3)) * [0.5, 2., 3.] + [1., -2., 0.5]).astype(np.float32)
+
+
+def _assert_normalised(actnorm, y):
+  z = actnorm.inverse(_fresh(y)).numpy()
+  np.testing.assert_allclose(z.mean((0, 1, 2)), 0., atol=1e-5)
+  np.testing.assert_allclose(z.std((0, 1, 2)), 1., atol=1e-4)
+
+
+@pytest.mark.parametrize("mode", ["eager", "function", "jit"])
+def test_actnorm_data_init_once(mode):
+  actnorm = tff.bijectors.ActNorm([4, 4, 3])
+  dist = tff.flows.distribution(actnorm, [4, 4, 3])
+  log_prob = dist.log_prob if mode == "eager" else tf.function(
+      dist.log_prob, jit_compile=mode == "jit")
+  y, y2 = _data(0), _data(1) * 5.
+  assert not actnorm.initialized.numpy()
+  actnorm.forward(tf.ones([2, 4, 4, 3]))  # the sampling direction does not initialise
+  assert not actnorm.initialized.numpy()
+  lp = log_prob(tf.constant(y))
+  assert actnorm.initialized.numpy()
+  _assert_normalised(actnorm, y)
+  # log_prob after init = base log-prob of the normalised data + the exact log-det.
+  z = (y - actnorm.shift.numpy()) * np.exp(-actnorm.log_scale.numpy())
+  ref = (-0.5 * z**2 - 0.5 * np.log(2 * np.pi)).sum((1, 2, 3)) - 16 * actnorm.log_scale.numpy().sum()
+  np.testing.assert_allclose(lp, ref, rtol=1e-5, atol=1e-3)
+  before = [v.numpy().copy() for v in (actnorm.shift, actnorm.log_scale)]
+  log_prob(tf.constant(y2))  # a second batch does not re-initialise
+  for v, b in zip((actnorm.shift, actnorm.log_scale), before):
+    np.testing.assert_array_equal(v.numpy(), b)
+
+
+def test_actnorm_init_saved_with_checkpoint(tmp_path):
+  actnorm = tff.bijectors.ActNorm([4, 4, 3])
+  actnorm.inverse(tf.constant(_data(0)))
+  path = tf.train.Checkpoint(flow=actnorm).write(str(tmp_path / "ckpt"))
+  restored = tff.bijectors.ActNorm([4, 4, 3])
+  tf.train.Checkpoint(flow=restored).read(path).assert_consumed()
+  assert restored.initialized.numpy()
+  restored.inverse(tf.constant(_data(1) * 5.))  # must not re-run the init
+  np.testing.assert_array_equal(restored.shift.numpy(), actnorm.shift.numpy())
+  np.testing.assert_array_equal(restored.log_scale.numpy(), actnorm.log_scale.numpy())
+  assert {v.name.split(":")[0].split("/")[-1] for v in actnorm.variables} == {
+      "shift", "log_scale", "initialized"}
+
+
+def test_actnorm_vector_events_and_errors():
+  actnorm = tff.bijectors.ActNorm([3], dtype=tf.float64)
+  y = np.random.default_rng(2).normal(size=(100, 3)) * [1., 2., 3.]
+  actnorm.inverse(tf.constant(y))
+  np.testing.assert_allclose(np.exp(actnorm.log_scale.numpy()), y.std(0), rtol=1e-5)
+  with pytest.raises(ValueError, match="event shape"):
+    actnorm.inverse(tf.zeros([2, 4], tf.float64))
+  with pytest.raises(TypeError, match="float64"):
+    actnorm.inverse(tf.zeros([2, 3], tf.float32))
+
+
+# Dequantisation and logit.
+
+def test_dequantize_noise():
+  x = np.random.default_rng(0).integers(0, 17, size=(50, 8, 8, 1))
+  u = tff.bijectors.dequantize(x, 17, seed=3)
+  assert u.dtype == tf.float32 and u.shape == x.shape
+  np.testing.assert_array_equal(np.floor(u.numpy()), x)
+  np.testing.assert_array_equal(u, tff.bijectors.dequantize(x, 17, seed=3))
+  assert not np.array_equal(u, tff.bijectors.dequantize(x, 17, seed=4))
+  with pytest.raises(ValueError, match="integers in"):
+    tff.bijectors.dequantize(x + 1, 17)
+  with pytest.raises(ValueError, match="integers in"):
+    tff.bijectors.dequantize(x + 0.5, 17)
+
+
+def test_logit_values():
+  logit = tff.bijectors.Logit(0.05, dtype=tf.float64)
+  t = np.array([0., 0.25, 0.5, 0.99])
+  p = 0.05 + 0.9 * t
+  np.testing.assert_allclose(logit.inverse(tf.constant(t)), np.log(p / (1 - p)), rtol=1e-12)
+  np.testing.assert_allclose(logit.inverse_log_det_jacobian(tf.constant(t), event_ndims=0),
+                             np.log(0.9 / (p * (1 - p))), rtol=1e-12)
+  # Forward is finite in the far tails, where a naive log(sigmoid) would underflow.
+  big = tf.constant([-800., 800.], tf.float64)
+  assert np.all(np.isfinite(logit.forward_log_det_jacobian(big, event_ndims=0)))
+  with pytest.raises(tf.errors.InvalidArgumentError, match="< 1"):
+    tff.bijectors.Logit(0., validate_args=True, dtype=tf.float64).inverse(
+        tf.constant([1.], tf.float64))
+  with pytest.raises(ValueError, match="alpha"):
+    tff.bijectors.Logit(0.5)
+
+
+def test_preprocessing_density_integrates_to_one():
+  """N(0, 1) pushed through Logit then Dequantize(17) is a density on pixel values."""
+  chain = tfb.Chain([tff.bijectors.Dequantize(17, dtype=tf.float64),
+                     tff.bijectors.Logit(0.05, dtype=tf.float64)])
+  dist = tfd.TransformedDistribution(tfd.Normal(tf.constant(0., tf.float64), 1.), chain)
+  lo, hi = chain.forward(tf.constant([-40., 40.], tf.float64)).numpy()
+  total = tff.testing.integrate_density(lambda g: dist.log_prob(g[:, 0]), [lo], [hi], 20000)
+  assert abs(total - 1.) < 1e-4, total
+
+
+def test_bits_per_dim_of_uniform_pixels():
+  """A uniform density on [0, 17)^D has exactly log2(17) bits/dim."""
+  d = 64
+  log_prob = tf.constant(-d * np.log(17.))
+  np.testing.assert_allclose(tff.bijectors.bits_per_dim(log_prob, d), np.log2(17.), rtol=1e-12)
+
+
+# ConvResNet.
+
+def test_conv_resnet():
+  net = tff.nets.ConvResNet(2, 4, hidden_units=8, num_blocks=1, conditional_size=3, seed=0)
+  x = tf.random.normal([5, 6, 6, 2])
+  c = tf.random.normal([5, 3])
+  out = net(x, conditional_input=c)
+  assert out.shape == (5, 6, 6, 4)
+  np.testing.assert_array_equal(out, 0.)  # zero-initialised output layer
+  tff.testing.randomize_variables(net, seed=1)
+  out = net(tf.reshape(x, [5, 1, 6, 6, 2]), conditional_input=tf.reshape(c, [5, 1, 3]))
+  assert out.shape == (5, 1, 6, 6, 4)
+  np.testing.assert_allclose(tf.reshape(out, [5, 6, 6, 4]), net(x, conditional_input=c),
+                             atol=1e-5)
+  assert not np.allclose(net(x, conditional_input=c), net(x, conditional_input=c + 1.))
+  with pytest.raises(ValueError, match="needs a conditional_input"):
+    net(x)
+  with pytest.raises(ValueError, match="expected input"):
+    net(tf.zeros([5, 6, 6, 3]))
+
+
+# The multi-scale builder.
+
+def test_realnvp_image_structure_and_errors():
+  flow = tff.flows.realnvp([8, 8, 1], num_layers=1, hidden_units=4, num_blocks=0,
+                           num_scales=3, dtype=tf.float64)
+  assert all(v.dtype == tf.float64 for v in flow.variables if v.dtype.is_floating)
+  names = [b.name for b in flow.bijectors]
+  assert names[0].endswith("actnorm") and "factor_out" in names[-2]
+  assert flow.forward_event_shape([8, 8, 1]) == [8, 8, 1]
+  with pytest.raises(ValueError, match="num_scales=4"):
+    tff.flows.realnvp([8, 8, 1], num_scales=4)
+  with pytest.raises(ValueError, match="num_scales"):
+    tff.flows.realnvp([6, 6, 1], num_scales=3)
+  with pytest.raises(TypeError, match="vector RealNVP"):
+    tff.flows.realnvp([4], num_scales=2)
+
+
+@pytest.mark.parametrize("shape", [(28, 28, 1), (32, 32, 3)], ids=["28x28x1", "32x32x3"])
+def test_realnvp_image_shapes(shape):
+  flow = tff.flows.realnvp(list(shape), num_layers=1, hidden_units=4, num_blocks=0,
+                           num_scales=3)
+  dist = tff.flows.distribution(flow, shape)
+  x = tf.random.normal((3,) + shape)
+  lp = dist.log_prob(x)  # also initialises the ActNorms
+  assert lp.shape == (3,) and np.all(np.isfinite(lp))
+  z = flow.inverse(_fresh(x))
+  assert z.shape == (3,) + shape
+  np.testing.assert_allclose(flow.forward(_fresh(z)), x, atol=1e-4)
+  assert dist.sample([2, 1], seed=1).shape == (2, 1) + shape
+
+
+def test_realnvp_image_training_smoke():
+  """A few jit-compiled maximum-likelihood steps on 28x28x1 images lower the loss."""
+  flow = tff.flows.realnvp([28, 28, 1], num_layers=1, hidden_units=8, num_blocks=1,
+                           num_scales=2)
+  dist = tff.flows.distribution(flow, [28, 28, 1])
+  rng = np.random.default_rng(0)
+  # Smooth, correlated images: a blurred random field plus a fixed pattern.
+  pattern = np.sin(np.arange(28) / 3.)[:, None] * np.cos(np.arange(28) / 5.)[None, :]
+  x = tf.constant((pattern[None, :, :, None] + 0.3 * rng.normal(size=(32, 28, 28, 1)))
+                  .astype(np.float32))
+  dist.log_prob(x[:8])  # data-dependent init before the variables are collected
+  opt = tf.keras.optimizers.Adam(1e-3)
+  variables = dist.trainable_variables
+
+  @tf.function(jit_compile=True)
+  def step(batch):
+    with tf.GradientTape() as tape:
+      loss = -tf.reduce_mean(dist.log_prob(batch)) / (28 * 28)
+    opt.apply_gradients(zip(tape.gradient(loss, variables), variables))
+    return loss
+
+  losses = [float(step(x)) for _ in range(15)]
+  assert np.all(np.isfinite(losses))
+  assert losses[-1] < losses[0] - 0.05, losses
+
+
+def test_conditional_image_realnvp():
+  flow = tff.flows.realnvp([4, 4, 1], num_layers=1, hidden_units=4, num_blocks=0,
+                           conditional_shape=[2], dtype=tf.float64)
+  tff.testing.randomize_variables(flow, seed=2)
+  dist = tff.flows.distribution(flow, [4, 4, 1])
+  x = tf.constant(np.random.default_rng(3).normal(size=(3, 4, 4, 1)))
+  c1, c2 = tf.zeros([3, 2], tf.float64), tf.ones([3, 2], tf.float64)
+  lp1 = dist.log_prob(x, bijector_kwargs=tff.flows.conditional_kwargs(flow, c1))
+  lp2 = dist.log_prob(x, bijector_kwargs=tff.flows.conditional_kwargs(flow, c2))
+  assert lp1.shape == (3,) and not np.allclose(lp1, lp2)
+  kwargs = tff.flows.conditional_kwargs(flow, c2)
+  z = flow.inverse(x, **kwargs)
+  np.testing.assert_allclose(flow.forward(_fresh(z), **kwargs), x, atol=1e-10)
+  # The conditional input reaches the couplings inside the factored-out scale too.
+  assert any("factor_out" in k for k in kwargs)
+
+
+# Data.
+
+def test_digits():
+  x_train, x_test = tff.datasets.digits()
+  assert x_train.shape[1:] == (8, 8, 1) and x_test.shape[1:] == (8, 8, 1)
+  assert len(x_train) + len(x_test) == 1797 and len(x_test) == 359
+  assert x_train.min() == 0 and x_train.max() == 16 and x_train.dtype == np.int32
+  again = tff.datasets.digits()
+  np.testing.assert_array_equal(again[1], x_test)
+  assert not np.array_equal(tff.datasets.digits(seed=1)[1], x_test)
+  _, y_train, _, y_test = tff.datasets.digits(return_labels=True)
+  assert len(y_train) == len(x_train) and set(np.unique(y_test)) <= set(range(10))

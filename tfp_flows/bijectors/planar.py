@@ -1,0 +1,406 @@
+"""Planar and radial flows (Rezende & Mohamed 2015) with exact inverses.
+
+Planar::
+
+    f(z) = z + û h(wᵀz + b),    log|det J| = log|1 + h'(wᵀz + b) wᵀû|
+
+with h = tanh or leaky-ReLU (slope 1 for a >= 0 and ``negative_slope`` = s >= 0 below). The
+map is invertible iff ``1 + h'(a) wᵀû > 0`` for every a. Since h' takes its values in
+``[0, k]`` with ``k = max(1, s)``, that holds iff ``wᵀû > lo`` with ``lo = -1/k`` (``lo = -1``
+for tanh and for s <= 1: ``1 + s wᵀû >= 1 + wᵀû > 0`` when ``0 <= s <= 1``). The free
+parameters u, w are mapped to
+
+    û = u + (m(wᵀu) - wᵀu) w / ‖w‖²,    m(c) = lo + softplus(c),
+
+so that ``wᵀû = m(wᵀu) > lo`` for every value of u and w. Numerically ``1 + h' wᵀû`` is
+evaluated as ``(1 + h' lo) + h' softplus(wᵀu)`` (two non-negative terms, no cancellation),
+so the log-det stays finite right at the boundary ``wᵀû -> lo``. When ‖w‖² is below
+``eps²`` of the dtype the layer is treated as the translation ``z + u h(b)`` (its w-direction
+is undefined), so w = 0 gives no NaN.
+
+Inverse: with ``t = wᵀy + b`` and ``x = wᵀz + b`` the scalar equation along w is
+
+    x + wᵀû h(x) = t,
+
+increasing in x. Leaky-ReLU: ``x = t / (1 + h'(t) wᵀû)`` in closed form. Tanh: since
+``|h| <= 1`` the root lies in ``[t - |wᵀû|, t + |wᵀû|]``, and ``numerics.monotone_root``
+(vectorised Chandrupatla, implicit-function-theorem gradients) solves it to a relative
+position tolerance ``numerics.default_tolerance(dtype)`` (1e-6 float32, 1e-12 float64) with
+at most ``max_iterations`` (100) iterations; with ``validate_args=True`` non-convergence
+raises. Then ``z = y - û h(x)``.
+
+Radial::
+
+    f(z) = z + β h(α, r) (z - z0),   r = ‖z - z0‖,   h = 1 / (α + r),
+    α = softplus(α̂),   β = -α + softplus(β̂)   (so β >= -α, the invertibility condition),
+    log|det J| = (d - 1) log(1 + β h) + log(1 + β h + β h'(r) r)
+               = (d - 1) log((r + q)/(α + r)) + log((r² + 2αr + αq) / (α + r)²),  q = α + β.
+
+Inverse (closed form): ρ = ‖y - z0‖ = r (r + q)/(α + r) is increasing in r, so r is the
+positive root of ``r² + (q - ρ) r - ρα = 0`` (evaluated without cancellation) and
+``z = z0 + (y - z0) (α + r)/(r + q)``.
+
+Both layers accept parameters with batch dimensions (a batch of independent flows):
+``u, w`` and ``z0`` are ``batch + [d]``, ``b``, ``alpha_raw`` and ``beta_raw`` are ``batch``;
+log-dets have the broadcast batch shape of the input and the parameters.
+
+#### Examples
+
+    layer = tff.bijectors.Planar(2, activation="tanh")
+    flow = tfb.Chain([tff.bijectors.Planar(2, seed=k) for k in range(8)])
+    dist = tff.flows.distribution(flow, [2])
+    dist.log_prob(x)                     # numerical inverse, gradients by implicit differentiation
+    batch = tff.bijectors.Planar(2, batch_shape=[3])   # three independent planar maps
+    radial = tff.bijectors.Radial(2)
+
+#### References
+
+[1] Rezende, Mohamed. Variational Inference with Normalizing Flows. ICML 2015 (appendix A:
+    the constraint on û and the radial flow).
+[2] Chandrupatla. A new hybrid quadratic/bisection algorithm for finding the zero of a
+    nonlinear function without using derivatives. Adv. Eng. Software 28, 1997.
+"""
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_probability as tfp
+from tensorflow_probability.python.internal import parameter_properties
+
+from tfp_flows import numerics
+from tfp_flows.bijectors import _base
+
+tfb = tfp.bijectors
+
+__all__ = ["Planar", "Radial"]
+
+_ACTIVATIONS = ("tanh", "leaky_relu")
+
+
+def _event_size(event_size, name):
+  shape = _base.as_event_shape(event_size, name="event_size")
+  if len(shape) != 1:
+    raise ValueError(f"{name}: event_size must be an int (vector events), got {event_size!r}.")
+  return shape[0]
+
+
+def _batch_shape(batch_shape, name):
+  try:
+    shape = tuple(int(s) for s in tf.TensorShape(batch_shape).as_list())
+  except (TypeError, ValueError) as e:
+    raise ValueError(f"{name}: batch_shape must be a fully known shape, got {batch_shape!r}.") \
+        from e
+  if any(s <= 0 for s in shape):
+    raise ValueError(f"{name}: batch_shape must have positive sizes, got {batch_shape!r}.")
+  return shape
+
+
+def _variable(value, default, dtype, shape_suffix, what, name):
+  """A tf.Variable from ``value`` (array, tensor or Variable) or from ``default``."""
+  if value is None:
+    value = tf.Variable(tf.cast(default, dtype), name=what)
+  elif not isinstance(value, tf.Variable):
+    value = tf.Variable(tf.convert_to_tensor(value, dtype), name=what)
+  if value.dtype != dtype:
+    raise TypeError(f"{name}: {what} has dtype {value.dtype.name}, expected {dtype.name}.")
+  rank = value.shape.rank
+  if rank is None or rank < len(shape_suffix) or (
+      shape_suffix and value.shape[rank - len(shape_suffix):] != shape_suffix):
+    raise ValueError(f"{name}: {what} must have shape batch_shape + {list(shape_suffix)}, got "
+                     f"{value.shape.as_list()}.")
+  return value
+
+
+def _safe_norm(d):
+  """‖d‖ over the last axis with a finite gradient at 0 (where it is 0)."""
+  sq = tf.reduce_sum(tf.square(d), axis=-1)
+  positive = sq > 0.
+  return tf.where(positive, tf.sqrt(tf.where(positive, sq, tf.ones_like(sq))),
+                  tf.zeros_like(sq))
+
+
+class Planar(tfb.Bijector):
+  """Planar flow ``f(z) = z + û h(wᵀz + b)`` with an exact (numerical for tanh) inverse.
+
+  Args:
+    event_size: size d of the vector events.
+    activation: ``"tanh"`` or ``"leaky_relu"``.
+    negative_slope: slope s >= 0 of the leaky ReLU for negative arguments (ignored for tanh).
+    u, w: optional initial values or ``tf.Variable``s of shape ``batch_shape + [d]`` (free
+      parameters; û is derived from them). Default: w ~ N(0, 1/d) (seeded) and u chosen so
+      that û = 0, the identity map.
+    b: optional initial value or ``tf.Variable`` of shape ``batch_shape`` (default 0).
+    batch_shape: batch shape of the default parameters (a batch of independent flows).
+    tolerance: relative position tolerance of the tanh inverse
+      (``numerics.default_tolerance(dtype)`` if None).
+    max_iterations: iteration cap of the tanh inverse's root finder.
+    validate_args: check inputs (shape, finiteness) and root-finder convergence.
+    dtype: float32 (default) or float64.
+    seed: seed of the default w.
+    name: name of the bijector.
+  """
+
+  def __init__(self, event_size, activation="tanh", negative_slope=0.2, u=None, w=None,
+               b=None, batch_shape=(), tolerance=None, max_iterations=100,
+               validate_args=False, dtype=tf.float32, seed=None, name="planar"):
+    with tf.name_scope(name) as name:
+      dtype = _base.float_dtype(dtype)
+      d = _event_size(event_size, name)
+      if activation not in _ACTIVATIONS:
+        raise ValueError(f"{name}: activation must be one of {_ACTIVATIONS}, got "
+                         f"{activation!r}.")
+      negative_slope = float(negative_slope)
+      if not negative_slope >= 0.:
+        raise ValueError(f"{name}: negative_slope must be >= 0 (a non-decreasing activation), "
+                         f"got {negative_slope}.")
+      if int(max_iterations) < 1:
+        raise ValueError(f"{name}: max_iterations must be >= 1, got {max_iterations}.")
+      if tolerance is not None and not 0. < float(tolerance) < 1.:
+        raise ValueError(f"{name}: tolerance must be in (0, 1), got {tolerance}.")
+      batch = _batch_shape(batch_shape, name)
+      # wᵀû > lo guarantees 1 + h' wᵀû > 0 since 0 <= h' <= max(1, s).
+      max_slope = 1. if activation == "tanh" else max(1., negative_slope)
+      lo = -1. / max_slope
+      rng = np.random.default_rng(seed)
+      w0 = rng.normal(0., 1. / np.sqrt(d), batch + (d,))
+      w0 = np.where(np.sum(w0**2, -1, keepdims=True) > 1e-8, w0, 1. / np.sqrt(d))
+      # m(c) = lo + softplus(c) = 0 at c = softplus^-1(-lo): û = 0 for u = c w / ‖w‖².
+      c0 = np.log(np.expm1(-lo))
+      w = _variable(w, w0, dtype, (d,), "w", name)
+      if u is None:
+        w_value = tf.convert_to_tensor(w)
+        w_sq = tf.reduce_sum(tf.square(w_value), axis=-1, keepdims=True)
+        u = c0 * w_value / tf.maximum(w_sq, np.finfo(dtype.as_numpy_dtype).tiny)
+      u = _variable(u, None, dtype, (d,), "u", name)
+      b = _variable(b, np.zeros(w.shape[:-1]), dtype, (), "b", name)
+      parameters = dict(locals())
+      self._event_size = d
+      self._activation = activation
+      self._negative_slope = negative_slope
+      self._lo = lo
+      self._u, self._w, self._b = u, w, b
+      self._tolerance = tolerance
+      self._max_iterations = int(max_iterations)
+      super().__init__(forward_min_event_ndims=1, is_constant_jacobian=False,
+                       validate_args=validate_args, dtype=dtype, parameters=parameters,
+                       name=name)
+
+  @classmethod
+  def _parameter_properties(cls, dtype):
+    return dict(
+        u=parameter_properties.ParameterProperties(event_ndims=1),
+        w=parameter_properties.ParameterProperties(event_ndims=1),
+        b=parameter_properties.ParameterProperties(event_ndims=0))
+
+  @property
+  def u(self):
+    return self._u
+
+  @property
+  def w(self):
+    return self._w
+
+  @property
+  def b(self):
+    return self._b
+
+  @property
+  def activation(self):
+    return self._activation
+
+  def constrained_parameters(self):
+    """Returns ``(û, w_eff, b, wᵀû, p, ok)``.
+
+    ``wᵀû = lo + p`` with ``p = softplus(wᵀu) > 0``; ``ok`` is ``‖w‖² >= eps²``. Where
+    ``ok`` is False, ``w_eff = 0``, ``û = u`` and ``wᵀû = 0``: the layer is a translation.
+    """
+    u = tf.convert_to_tensor(self._u)
+    w = tf.convert_to_tensor(self._w)
+    dtype = w.dtype
+    w_sq = tf.reduce_sum(tf.square(w), axis=-1)
+    ok = w_sq > tf.constant(np.finfo(dtype.as_numpy_dtype).eps ** 2, dtype)
+    w_eff = tf.where(ok[..., tf.newaxis], w, tf.zeros_like(w))
+    wu = tf.reduce_sum(w_eff * u, axis=-1)
+    p = tf.math.softplus(wu)
+    lo = tf.constant(self._lo, dtype)
+    wtu_hat = tf.where(ok, lo + p, tf.zeros_like(p))
+    coef = tf.where(ok, (lo + p - wu) / tf.where(ok, w_sq, tf.ones_like(w_sq)),
+                    tf.zeros_like(w_sq))
+    u_hat = u + coef[..., tf.newaxis] * w_eff
+    return u_hat, w_eff, tf.convert_to_tensor(self._b), wtu_hat, p, ok
+
+  def _h(self, a):
+    if self._activation == "tanh":
+      return tf.tanh(a)
+    return tf.where(a >= 0., a, self._negative_slope * a)
+
+  def _h_prime(self, a):
+    if self._activation == "tanh":
+      return 1. - tf.square(tf.tanh(a))
+    return tf.where(a >= 0., tf.ones_like(a), self._negative_slope * tf.ones_like(a))
+
+  def _log_slope(self, a, p, ok):
+    """log(1 + h'(a) wᵀû) = log((1 + h' lo) + h' p), both terms >= 0."""
+    if self._activation == "tanh":
+      # 1 + h' lo = 1 - sech² = tanh² (lo = -1): exact for every a.
+      first = tf.square(tf.tanh(a))
+      hp = 1. - first
+    else:
+      hp = self._h_prime(a)
+      first = 1. + hp * self._lo
+    return tf.where(ok, tf.math.log(first + hp * p), tf.zeros_like(p))
+
+  def _check(self, t, what):
+    return _base.check_input(t, (self._event_size,), name=self.name,
+                             validate_args=self.validate_args, what=what)
+
+  def _forward(self, x):
+    x = self._check(x, "x")
+    u_hat, w, b, _, _, _ = self.constrained_parameters()
+    a = tf.reduce_sum(w * x, axis=-1) + b
+    return x + u_hat * self._h(a)[..., tf.newaxis]
+
+  def _forward_log_det_jacobian(self, x):
+    x = self._check(x, "x")
+    _, w, b, _, p, ok = self.constrained_parameters()
+    a = tf.reduce_sum(w * x, axis=-1) + b
+    return self._log_slope(a, p, ok)
+
+  def solve_inverse(self, y):
+    """Inverts ``y``; returns ``(z, info)``.
+
+    ``info`` is a ``numerics.RootResult`` of the scalar equation ``x + wᵀû h(x) = wᵀy + b``
+    (for leaky-ReLU: the closed-form root, zero iterations, converged everywhere).
+    """
+    y = self._check(y, "y")
+    u_hat, w, b, wtu_hat, p, ok = self.constrained_parameters()
+    t = tf.reduce_sum(w * y, axis=-1) + b
+    if self._activation == "leaky_relu":
+      hp = self._h_prime(t)
+      slope = tf.where(ok, (1. + hp * self._lo) + hp * p, tf.ones_like(p))
+      x = t / slope
+      info = numerics.RootResult(x, tf.zeros_like(t, tf.int32), tf.ones_like(t, tf.bool),
+                                 tf.zeros_like(t))
+    else:
+      wtu_hat = tf.broadcast_to(wtu_hat, tf.shape(t))
+      dtype = t.dtype
+      tol = self._tolerance or numerics.default_tolerance(dtype)
+      # |wᵀû tanh| <= |wᵀû|: the root is in [t - |wᵀû|, t + |wᵀû|], widened by a hair so
+      # rounding cannot invalidate the bracket.
+      half_width = tf.abs(wtu_hat) * (1. + 4. * np.finfo(dtype.as_numpy_dtype).eps) + \
+          tol * (1. + tf.abs(t))
+      info = numerics.monotone_root(
+          lambda s: s + wtu_hat * tf.tanh(s), t, t - half_width, t + half_width,
+          position_tolerance=tol, max_iterations=self._max_iterations,
+          validate_args=self.validate_args, name=f"{self.name}_tanh_inverse")
+      x = info.root
+    return y - u_hat * self._h(x)[..., tf.newaxis], info
+
+  def _inverse(self, y):
+    return self.solve_inverse(y)[0]
+
+
+class Radial(tfb.Bijector):
+  """Radial flow ``f(z) = z + β (z - z0) / (α + ‖z - z0‖)`` with a closed-form inverse.
+
+  Args:
+    event_size: size d of the vector events.
+    z0: optional initial value or ``tf.Variable`` of shape ``batch_shape + [d]``, the centre
+      (default: N(0, 1) seeded).
+    alpha_raw, beta_raw: optional initial values or ``tf.Variable``s of shape ``batch_shape``;
+      α = softplus(alpha_raw) > 0 and β = -α + softplus(beta_raw) >= -α. Default: α = 1,
+      β = 0 (the identity).
+    batch_shape: batch shape of the default parameters (a batch of independent flows).
+    validate_args: check inputs (shape, finiteness).
+    dtype: float32 (default) or float64.
+    seed: seed of the default z0.
+    name: name of the bijector.
+  """
+
+  def __init__(self, event_size, z0=None, alpha_raw=None, beta_raw=None, batch_shape=(),
+               validate_args=False, dtype=tf.float32, seed=None, name="radial"):
+    with tf.name_scope(name) as name:
+      dtype = _base.float_dtype(dtype)
+      d = _event_size(event_size, name)
+      batch = _batch_shape(batch_shape, name)
+      rng = np.random.default_rng(seed)
+      z0 = _variable(z0, rng.normal(0., 1., batch + (d,)), dtype, (d,), "z0", name)
+      one_raw = np.log(np.expm1(1.))  # softplus^-1(1): α = 1 and α + β = 1, i.e. β = 0.
+      alpha_raw = _variable(alpha_raw, np.full(z0.shape[:-1], one_raw), dtype, (),
+                            "alpha_raw", name)
+      beta_raw = _variable(beta_raw, np.full(z0.shape[:-1], one_raw), dtype, (),
+                           "beta_raw", name)
+      parameters = dict(locals())
+      self._event_size = d
+      self._z0, self._alpha_raw, self._beta_raw = z0, alpha_raw, beta_raw
+      super().__init__(forward_min_event_ndims=1, is_constant_jacobian=False,
+                       validate_args=validate_args, dtype=dtype, parameters=parameters,
+                       name=name)
+
+  @classmethod
+  def _parameter_properties(cls, dtype):
+    return dict(
+        z0=parameter_properties.ParameterProperties(event_ndims=1),
+        alpha_raw=parameter_properties.ParameterProperties(event_ndims=0),
+        beta_raw=parameter_properties.ParameterProperties(event_ndims=0))
+
+  @property
+  def z0(self):
+    return self._z0
+
+  @property
+  def alpha_raw(self):
+    return self._alpha_raw
+
+  @property
+  def beta_raw(self):
+    return self._beta_raw
+
+  def constrained_parameters(self):
+    """Returns ``(z0, α, β, q)`` with α = softplus(alpha_raw) and q = α + β = softplus(beta_raw)."""
+    alpha = tf.math.softplus(tf.convert_to_tensor(self._alpha_raw))
+    q = tf.math.softplus(tf.convert_to_tensor(self._beta_raw))
+    return tf.convert_to_tensor(self._z0), alpha, q - alpha, q
+
+  def _check(self, t, what):
+    return _base.check_input(t, (self._event_size,), name=self.name,
+                             validate_args=self.validate_args, what=what)
+
+  def _forward(self, x):
+    x = self._check(x, "x")
+    z0, alpha, beta, _ = self.constrained_parameters()
+    diff = x - z0
+    r = _safe_norm(diff)
+    return x + (beta / (alpha + r))[..., tf.newaxis] * diff
+
+  def _log_det(self, r, alpha, q):
+    d = self._event_size
+    return ((d - 1) * (tf.math.log(r + q) - tf.math.log(alpha + r)) +
+            tf.math.log(r * (r + 2. * alpha) + alpha * q) - 2. * tf.math.log(alpha + r))
+
+  def _forward_log_det_jacobian(self, x):
+    x = self._check(x, "x")
+    z0, alpha, _, q = self.constrained_parameters()
+    return self._log_det(_safe_norm(x - z0), alpha, q)
+
+  def _radius(self, y):
+    """(z0, y - z0, r, α, q): r = ‖z - z0‖ solving ρ = r (r + q)/(α + r), ρ = ‖y - z0‖."""
+    z0, alpha, _, q = self.constrained_parameters()
+    diff = y - z0
+    rho = _safe_norm(diff)
+    # Positive root of r² + (q - ρ) r - ρα = 0, choosing the form without cancellation.
+    k = rho - q
+    sqrt_disc = tf.sqrt(tf.square(k) + 4. * rho * alpha)
+    denom = sqrt_disc - k
+    r = tf.where(k >= 0., 0.5 * (k + sqrt_disc),
+                 2. * rho * alpha / tf.where(denom > 0., denom, tf.ones_like(denom)))
+    return z0, diff, r, alpha, q
+
+  def _inverse(self, y):
+    y = self._check(y, "y")
+    z0, diff, r, alpha, q = self._radius(y)
+    return z0 + ((alpha + r) / (r + q))[..., tf.newaxis] * diff
+
+  def _inverse_log_det_jacobian(self, y):
+    y = self._check(y, "y")
+    _, _, r, alpha, q = self._radius(y)
+    return -self._log_det(r, alpha, q)

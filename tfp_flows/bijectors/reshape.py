@@ -1,0 +1,253 @@
+"""Image reshaping for multi-scale flows: ``Squeeze`` and the factor-out bijector ``FactorOut``.
+
+Squeeze (Dinh et al. 2017, section 3.6) trades space for channels: every ``f x f`` spatial
+block of an ``[H, W, C]`` event becomes one pixel with ``f^2 C`` channels::
+
+    y[i, j, (a f + b) C + c] = x[f i + a, f j + b, c],   0 <= a, b < f,
+
+the ``tf.nn.space_to_depth`` ordering. It is a permutation of the entries, so
+``log|det J| = 0``; ``forward`` squeezes (``[H, W, C] -> [H/f, W/f, f^2 C]``) and ``inverse``
+un-squeezes. A flow that squeezes in the data -> latent direction holds ``tfb.Invert(Squeeze())``
+(forward = latent -> data in this library).
+
+FactorOut (multi-scale architecture, ibid.) lets half of the channels leave the flow while an
+inner flow keeps transforming the other half. As a single bijector on ``[H, W, C]`` events::
+
+    forward(x) = concat([x[..., :k], inner.forward(x[..., k:])], axis=-1)
+    log|det J|  = log|det J_inner|(x[..., k:])
+
+i.e. block-diagonal: the first ``k`` channels (the factored-out latents) pass through and
+``inner`` (any bijector on ``[H, W, C - k]`` events that keeps that shape, usually the next
+scales of the flow, which squeeze and un-squeeze internally) acts on the rest. Nesting
+``FactorOut`` inside the inner flow gives the whole RealNVP/Glow hierarchy as one
+``tfb.Bijector`` on image events whose latent has the image's shape.
+
+#### Examples
+
+    squeeze = tff.bijectors.Squeeze(factor=2)           # [8, 8, 1] -> [4, 4, 4]
+    squeeze.forward(tf.zeros([5, 8, 8, 1])).shape       # [5, 4, 4, 4]
+
+    inner = tff.bijectors.ActNorm([4, 4, 2])
+    level = tfb.Chain([tfb.Invert(tff.bijectors.Squeeze()),
+                       tff.bijectors.FactorOut(inner, [4, 4, 4]),
+                       tff.bijectors.Squeeze()])       # a bijector on [8, 8, 1] events
+
+#### References
+
+[1] Dinh, Sohl-Dickstein, Bengio. Density estimation using Real NVP. ICLR 2017.
+[2] Kingma, Dhariwal. Glow: Generative Flow with Invertible 1x1 Convolutions. NeurIPS 2018.
+"""
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+from tfp_flows.bijectors import _base
+
+tfb = tfp.bijectors
+
+__all__ = ["Squeeze", "FactorOut"]
+
+
+def _flatten_batch(x, event_shape):
+  """``x`` reshaped to ``[-1] + event_shape`` and a function restoring the batch dims."""
+  lead = tf.shape(x)[:tf.rank(x) - 3]
+  static_lead = (x.shape[:x.shape.rank - 3] if x.shape.rank is not None
+                 else tf.TensorShape(None))
+  flat = tf.reshape(x, [-1] + list(event_shape))
+
+  def restore(t):
+    out = tf.reshape(t, tf.concat([lead, tf.shape(t)[1:]], 0))
+    out.set_shape(static_lead.concatenate(t.shape[1:]))
+    return out
+
+  return flat, restore
+
+
+def _image_event(shape, name, what):
+  shape = tf.TensorShape(shape)
+  if shape.rank is not None and shape.rank != 3:
+    raise ValueError(f"{name}: {what} must be an [H, W, C] image shape, got {shape}.")
+  return shape
+
+
+class Squeeze(_base.DtypeChecked, tfb.Bijector):
+  """Space-to-depth ``[H, W, C] -> [H/f, W/f, f^2 C]`` (forward); log-det 0.
+
+  Args:
+    factor: block size ``f`` (int >= 2); ``H`` and ``W`` must be multiples of it.
+    validate_args: check shapes and finiteness of inputs at run time.
+    dtype: float32 (default) or float64; inputs of another dtype are rejected.
+    name: name of the bijector.
+  """
+
+  def __init__(self, factor=2, validate_args=False, dtype=tf.float32, name="squeeze"):
+    parameters = dict(locals())
+    if isinstance(factor, bool) or not isinstance(factor, (int, np.integer)) or factor < 2:
+      raise ValueError(f"Squeeze factor must be an int >= 2, got {factor!r}.")
+    self._factor = int(factor)
+    with tf.name_scope(name) as name:
+      super().__init__(forward_min_event_ndims=3, is_constant_jacobian=True,
+                       validate_args=validate_args, dtype=_base.float_dtype(dtype),
+                       parameters=parameters, name=name)
+
+  @classmethod
+  def _parameter_properties(cls, dtype):
+    return dict()
+
+  @property
+  def factor(self):
+    return self._factor
+
+  # Event shapes.
+  def _squeezed(self, shape, what):
+    h, w, c = shape
+    f = self._factor
+    if h % f or w % f:
+      raise ValueError(f"{self.name}: {what} height and width must be multiples of the factor "
+                       f"{f}, got event shape {[h, w, c]}.")
+    return [h // f, w // f, c * f * f]
+
+  def _unsqueezed(self, shape, what):
+    h, w, c = shape
+    f = self._factor
+    if c % (f * f):
+      raise ValueError(f"{self.name}: {what} channels must be a multiple of factor^2 = {f * f}, "
+                       f"got event shape {[h, w, c]}.")
+    return [h * f, w * f, c // (f * f)]
+
+  def _forward_event_shape(self, input_shape):
+    shape = _image_event(input_shape, self.name, "input event shape")
+    if not shape.is_fully_defined():
+      return tf.TensorShape([None] * 3)
+    return tf.TensorShape(self._squeezed(shape.as_list(), "input"))
+
+  def _inverse_event_shape(self, output_shape):
+    shape = _image_event(output_shape, self.name, "output event shape")
+    if not shape.is_fully_defined():
+      return tf.TensorShape([None] * 3)
+    return tf.TensorShape(self._unsqueezed(shape.as_list(), "output"))
+
+  def _forward_event_shape_tensor(self, input_shape):
+    f = self._factor
+    return tf.stack([input_shape[0] // f, input_shape[1] // f, input_shape[2] * f * f])
+
+  def _inverse_event_shape_tensor(self, output_shape):
+    f = self._factor
+    return tf.stack([output_shape[0] * f, output_shape[1] * f, output_shape[2] // (f * f)])
+
+  # Transforms.
+  def _static_event(self, t, what):
+    if t.shape.rank is None or t.shape.rank < 3 or not t.shape[-3:].is_fully_defined():
+      raise ValueError(f"{self.name}: {what} needs a statically known [H, W, C] event shape, "
+                       f"got {t.shape}.")
+    event = t.shape[-3:].as_list()
+    return _base.check_input(t, event, name=self.name, validate_args=self.validate_args,
+                             what=what), event
+
+  def _forward(self, x):
+    x, (h, w, c) = self._static_event(x, "x")
+    hh, ww, cc = self._squeezed([h, w, c], "x")
+    f = self._factor
+    flat, restore = _flatten_batch(x, [h, w, c])
+    t = tf.reshape(flat, [-1, hh, f, ww, f, c])
+    t = tf.transpose(t, [0, 1, 3, 2, 4, 5])
+    return restore(tf.reshape(t, [-1, hh, ww, cc]))
+
+  def _inverse(self, y):
+    y, (hh, ww, cc) = self._static_event(y, "y")
+    h, w, c = self._unsqueezed([hh, ww, cc], "y")
+    f = self._factor
+    flat, restore = _flatten_batch(y, [hh, ww, cc])
+    t = tf.reshape(flat, [-1, hh, ww, f, f, c])
+    t = tf.transpose(t, [0, 1, 3, 2, 4, 5])
+    return restore(tf.reshape(t, [-1, h, w, c]))
+
+  def _forward_log_det_jacobian(self, x):
+    return tf.zeros([], self.dtype)
+
+  def _inverse_log_det_jacobian(self, y):
+    return tf.zeros([], self.dtype)
+
+
+class FactorOut(_base.DtypeChecked, tfb.Bijector):
+  """Channels ``[:k]`` pass through, ``inner`` transforms channels ``[k:]`` (multi-scale).
+
+  Args:
+    inner: a ``tfb.Bijector`` on ``[H, W, C - k]`` events that keeps that event shape (e.g.
+      the next scales of a flow). Keyword arguments given to this bijector's methods
+      (``bijector_kwargs`` of a Chain, e.g. a ``conditional_input`` routed by layer name) are
+      passed on to ``inner``.
+    event_shape: ``[H, W, C]`` of this bijector's events.
+    num_factored: channels ``k`` that leave the flow here (default ``C // 2``); ``0 < k < C``.
+    validate_args: check shapes and finiteness of inputs at run time.
+    name: name of the bijector.
+  """
+
+  def __init__(self, inner, event_shape, num_factored=None, validate_args=False,
+               name="factor_out"):
+    parameters = dict(locals())
+    if not isinstance(inner, tfb.Bijector):
+      raise TypeError(f"FactorOut: inner must be a tfb.Bijector, got {type(inner).__name__}.")
+    event_shape = _base.as_event_shape(event_shape)
+    if len(event_shape) != 3:
+      raise ValueError(f"FactorOut needs an [H, W, C] event shape, got {list(event_shape)}.")
+    h, w, c = event_shape
+    k = c // 2 if num_factored is None else int(num_factored)
+    if not 0 < k < c:
+      raise ValueError(f"FactorOut: num_factored must be in (0, C={c}), got {num_factored!r}.")
+    inner_shape = [h, w, c - k]
+    nd = inner.forward_min_event_ndims
+    if not isinstance(nd, (int, np.integer)) or nd > 3:
+      raise ValueError("FactorOut: inner must act on single tensors with at most 3 event dims.")
+    out_shape = inner.forward_event_shape(inner_shape)
+    if out_shape.as_list() != inner_shape:
+      raise ValueError(f"FactorOut: inner must keep its event shape {inner_shape}, but maps it "
+                       f"to {out_shape}.")
+    self._inner = inner
+    self._event_shape = event_shape
+    self._k = k
+    with tf.name_scope(name) as name:
+      super().__init__(forward_min_event_ndims=3, is_constant_jacobian=inner.is_constant_jacobian,
+                       validate_args=validate_args, dtype=inner.dtype,
+                       parameters=parameters, name=name)
+
+  @classmethod
+  def _parameter_properties(cls, dtype):
+    return dict()
+
+  @property
+  def inner(self):
+    return self._inner
+
+  @property
+  def num_factored(self):
+    return self._k
+
+  def _split(self, t, what):
+    t = _base.check_input(t, self._event_shape, name=self.name,
+                          validate_args=self.validate_args, what=what)
+    return t[..., :self._k], t[..., self._k:]
+
+  def _forward(self, x, **kwargs):
+    kept, rest = self._split(x, "x")
+    return tf.concat([kept, self._inner.forward(rest, **kwargs)], axis=-1)
+
+  def _inverse(self, y, **kwargs):
+    kept, rest = self._split(y, "y")
+    return tf.concat([kept, self._inner.inverse(rest, **kwargs)], axis=-1)
+
+  def _batch_log_det(self, ldj, t):
+    if self.is_constant_jacobian:
+      return ldj
+    return tf.broadcast_to(ldj, tf.shape(t)[:tf.rank(t) - 3])
+
+  def _forward_log_det_jacobian(self, x, **kwargs):
+    _, rest = self._split(x, "x")
+    return self._batch_log_det(
+        self._inner.forward_log_det_jacobian(rest, event_ndims=3, **kwargs), rest)
+
+  def _inverse_log_det_jacobian(self, y, **kwargs):
+    _, rest = self._split(y, "y")
+    return self._batch_log_det(
+        self._inner.inverse_log_det_jacobian(rest, event_ndims=3, **kwargs), rest)
