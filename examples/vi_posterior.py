@@ -42,7 +42,7 @@ def logistic_regression_target():
   prior = tfd.Sample(tfd.Normal(0., 1.), [x.shape[1]])
 
   def target_log_prob_fn(w):  # w: [..., 31]
-    logits = tf.linalg.matvec(x, w[..., None, :])  # [..., N]
+    logits = tf.tensordot(w, x, [[-1], [-1]])  # [..., N]
     return prior.log_prob(w) + tf.reduce_sum(tfd.Bernoulli(logits=logits).log_prob(y), -1)
 
   return target_log_prob_fn, int(x.shape[1])

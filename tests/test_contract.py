@@ -120,6 +120,53 @@ REGISTRY += [
 ]
 
 
+# Image flows (issue 5): ActNorm, Squeeze, Dequantize/Logit, multi-scale RealNVP, TFP's 1x1 conv.
+
+
+def _image_realnvp(dtype):
+  flow = tff.flows.realnvp([4, 4, 2], num_layers=1, hidden_units=4, num_blocks=0,
+                           num_scales=2, dtype=dtype, name="realnvp_image")
+  # The first batch in the data -> latent direction runs ActNorm's data-dependent init.
+  flow.inverse(tf.constant(np.random.default_rng(5).normal(size=(8, 4, 4, 2)), dtype))
+  return flow
+
+
+def _glow_interop(dtype):
+  """Our Squeeze and ActNorm chained with TFP Glow's 1x1 convolution."""
+  return tfb.Chain([tfb.glow.OneByOneConv(8, seed=3, dtype=dtype),
+                    tff.bijectors.ActNorm([2, 2, 8], data_init=False, dtype=dtype),
+                    tff.bijectors.Squeeze(dtype=dtype)])
+
+
+REGISTRY += [
+    Case("actnorm_image", lambda dt: tff.bijectors.ActNorm([4, 4, 2], data_init=False, dtype=dt),
+         (4, 4, 2), batch=4),
+    Case("dequantize_logit", lambda dt: tfb.Chain([
+        tff.bijectors.Dequantize(17, dtype=dt), tff.bijectors.Logit(0.05, dtype=dt),
+        tff.bijectors.ActNorm([4, 4, 1], data_init=False, dtype=dt)]), (4, 4, 1), batch=4),
+    Case("squeeze_actnorm_glow_1x1conv", _glow_interop, (4, 4, 2), batch=4, scale=0.3),
+    Case("realnvp_image_multiscale", _image_realnvp, (4, 4, 2), batch=4, scale=0.2),
+]
+REGISTRY += [
+    Case("masked_conv_linear_image",
+         lambda dt: tff.bijectors.LinearMaskedConv2D([3, 3, 2], dtype=dt), (3, 3, 2), batch=4),
+    Case("masked_conv_linear_reverse_image",
+         lambda dt: tff.bijectors.LinearMaskedConv2D([4, 4, 1], order="reverse", dtype=dt),
+         (4, 4, 1), batch=4),
+    # Non-linear blocks: the autodiff Jacobian of the iterative direction costs one adjoint
+    # solve per event entry, so these events are tiny (larger images: tests/test_masked_conv.py).
+    Case("masked_conv_mintnet_image",
+         lambda dt: tff.bijectors.MaskedConv2D([2, 2, 2], hidden_channels=4, dtype=dt),
+         (2, 2, 2), batch=2),
+    Case("masked_conv_mintnet_reverse_image",
+         lambda dt: tff.bijectors.MaskedConv2D([3, 2, 1], hidden_channels=2, order="reverse",
+                                               dtype=dt), (3, 2, 1), batch=2),
+    Case("masked_conv_stack_image",
+         lambda dt: tff.flows.masked_conv([2, 2, 1], num_layers=2, hidden_units=2, dtype=dt),
+         (2, 2, 1), batch=2, scale=0.3),
+]
+
+
 @pytest.mark.parametrize("dtype", [tf.float32, tf.float64], ids=["float32", "float64"])
 @pytest.mark.parametrize("case", REGISTRY, ids=lambda c: c.name)
 def test_contract(case, dtype):

@@ -96,7 +96,8 @@ def test_actnorm_data_init_once(mode):
   _assert_normalised(actnorm, y)
   # log_prob after init = base log-prob of the normalised data + the exact log-det.
   z = (y - actnorm.shift.numpy()) * np.exp(-actnorm.log_scale.numpy())
-  ref = (-0.5 * z**2 - 0.5 * np.log(2 * np.pi)).sum((1, 2, 3)) - 16 * actnorm.log_scale.numpy().sum()
+  ref = ((-0.5 * z**2 - 0.5 * np.log(2 * np.pi)).sum((1, 2, 3))
+         - 16 * actnorm.log_scale.numpy().sum())
   np.testing.assert_allclose(lp, ref, rtol=1e-5, atol=1e-3)
   before = [v.numpy().copy() for v in (actnorm.shift, actnorm.log_scale)]
   log_prob(tf.constant(y2))  # a second batch does not re-initialise
@@ -231,36 +232,36 @@ def test_realnvp_image_shapes(shape):
 
 
 def test_realnvp_image_training_smoke():
-  """A few jit-compiled maximum-likelihood steps on 28x28x1 images lower the loss."""
-  flow = tff.flows.realnvp([28, 28, 1], num_layers=1, hidden_units=8, num_blocks=1,
+  """A few maximum-likelihood steps (tf.function, SGD) on 28x28x1 images lower the loss."""
+  flow = tff.flows.realnvp([28, 28, 1], num_layers=1, hidden_units=8, num_blocks=0,
                            num_scales=2)
   dist = tff.flows.distribution(flow, [28, 28, 1])
   rng = np.random.default_rng(0)
-  # Smooth, correlated images: a blurred random field plus a fixed pattern.
+  # A fixed smooth pattern plus noise: far from the standard normal at initialisation.
   pattern = np.sin(np.arange(28) / 3.)[:, None] * np.cos(np.arange(28) / 5.)[None, :]
-  x = tf.constant((pattern[None, :, :, None] + 0.3 * rng.normal(size=(32, 28, 28, 1)))
+  x = tf.constant((pattern[None, :, :, None] + 0.3 * rng.normal(size=(16, 28, 28, 1)))
                   .astype(np.float32))
-  dist.log_prob(x[:8])  # data-dependent init before the variables are collected
-  opt = tf.keras.optimizers.Adam(1e-3)
+  dist.log_prob(x[:8])  # data-dependent ActNorm init
   variables = dist.trainable_variables
 
-  @tf.function(jit_compile=True)
+  @tf.function
   def step(batch):
     with tf.GradientTape() as tape:
       loss = -tf.reduce_mean(dist.log_prob(batch)) / (28 * 28)
-    opt.apply_gradients(zip(tape.gradient(loss, variables), variables))
+    for v, g in zip(variables, tape.gradient(loss, variables)):
+      v.assign_sub(0.01 * g)
     return loss
 
-  losses = [float(step(x)) for _ in range(15)]
+  losses = [float(step(x)) for _ in range(8)]
   assert np.all(np.isfinite(losses))
-  assert losses[-1] < losses[0] - 0.05, losses
+  assert losses[-1] < losses[0] - 0.03, losses
 
 
 def test_conditional_image_realnvp():
   flow = tff.flows.realnvp([4, 4, 1], num_layers=1, hidden_units=4, num_blocks=0,
                            conditional_shape=[2], dtype=tf.float64)
   tff.testing.randomize_variables(flow, seed=2)
-  dist = tff.flows.distribution(flow, [4, 4, 1])
+  dist = tff.flows.distribution(flow, [4, 4, 1], dtype=tf.float64)
   x = tf.constant(np.random.default_rng(3).normal(size=(3, 4, 4, 1)))
   c1, c2 = tf.zeros([3, 2], tf.float64), tf.ones([3, 2], tf.float64)
   lp1 = dist.log_prob(x, bijector_kwargs=tff.flows.conditional_kwargs(flow, c1))

@@ -443,7 +443,7 @@ class FlowModel(keras.Model):
 
     Args:
       n: number of samples.
-      seed: an int (reproducible, stateless), a stateless seed tensor of shape [2], or None.
+      seed: an int32 (reproducible, stateless), a stateless seed tensor of shape [2], or None.
       temperature: the base draws are ``loc + temperature * (z - loc)`` (a tempered copy of
         the base; for a standard normal base its std is multiplied by ``temperature``).
       context: conditional input, shape ``context_shape`` (shared by all samples) or
@@ -455,7 +455,7 @@ class FlowModel(keras.Model):
     if not float(temperature) > 0.:
       raise ValueError(f"temperature must be positive, got {temperature}.")
     if isinstance(seed, (int, np.integer)):
-      seed = tf.constant([int(seed) % 2**31, 0], tf.int32)
+      seed = tf.constant([int(seed), 0], tf.int32)
     elif seed is not None:
       seed = tfp.random.sanitize_seed(seed)
     if self._conditional or context is not None:
@@ -519,7 +519,7 @@ class _ServingModule(tf.Module):
       return {"log_prob": model._log_prob(x, context)}
 
     def sample(n, seed, temperature, context=None):
-      s = tf.stack([tf.math.floormod(seed, 2**31), tf.zeros([], tf.int32)])
+      s = tf.stack([seed, tf.zeros([], tf.int32)])
       return {"samples": model._sample(n, s, temperature, context, tempered=True)}
 
     self.log_prob = tf.function(log_prob, input_signature=x_spec, autograph=False)

@@ -4,6 +4,7 @@ forward = base -> data (the sampling direction); inverse = data -> base (density
 """
 
 from tfp_flows.bijectors.coupling import AdditiveCoupling, AffineCoupling
+from tfp_flows.bijectors.masked_conv import LinearMaskedConv2D, MaskedConv2D
 from tfp_flows.bijectors.scaling import ActNorm, Scaling
 from tfp_flows.bijectors.reshape import FactorOut, Squeeze
 from tfp_flows.bijectors.preprocessing import Dequantize, Logit, bits_per_dim, dequantize
@@ -12,4 +13,5 @@ from tfp_flows.bijectors.gaussianization import HouseholderRotation, MarginalGau
 
 __all__ = ["AdditiveCoupling", "AffineCoupling", "Scaling", "Planar", "Radial",
            "ActNorm", "Squeeze", "FactorOut", "Dequantize", "Logit", "bits_per_dim", "dequantize",
-           "MarginalGaussianization", "HouseholderRotation"]
+           "MarginalGaussianization", "HouseholderRotation",
+           "MaskedConv2D", "LinearMaskedConv2D"]

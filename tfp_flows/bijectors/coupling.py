@@ -41,6 +41,7 @@ for the unbounded RealNVP map.
 import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
+from tensorflow_probability.python.internal import cache_util
 
 from tfp_flows import masks as masks_lib
 from tfp_flows import nets
@@ -49,6 +50,19 @@ from tfp_flows.bijectors import _base
 tfb = tfp.bijectors
 
 __all__ = ["AdditiveCoupling", "AffineCoupling"]
+
+
+def _as_slice_or_indices(indices):
+  if np.all(np.diff(indices) == 1):
+    return slice(int(indices[0]), int(indices[-1]) + 1)
+  return indices
+
+
+def _take(x, where):
+  """Entries of the last axis: a slice or a gather."""
+  if isinstance(where, slice):
+    return x[..., where]
+  return tf.gather(x, where, axis=-1)
 
 
 class _Coupling(_base.DtypeChecked, tfb.Bijector):
@@ -75,7 +89,8 @@ class _Coupling(_base.DtypeChecked, tfb.Bijector):
       else:
         keep, change = np.flatnonzero(mask == 1), np.flatnonzero(mask == 0)
         order = np.concatenate([keep, change])
-        self._keep, self._change = keep, change
+        # Contiguous index sets are sliced (cheaper than a gather), others gathered.
+        self._keep, self._change = _as_slice_or_indices(keep), _as_slice_or_indices(change)
         self._in_size, self._out_size = len(keep), len(change)
         # Re-assembly: concat([x_keep, y_change]) gathered back into the event order.
         self._restore = None if np.all(order == np.arange(len(order))) else np.argsort(order)
@@ -163,8 +178,7 @@ class _Coupling(_base.DtypeChecked, tfb.Bijector):
     if self._image:
       x_keep = x * self._mask
       return x_keep, x, self._params(x_keep, kwargs)
-    x_keep = tf.gather(x, self._keep, axis=-1)
-    x_change = tf.gather(x, self._change, axis=-1)
+    x_keep, x_change = _take(x, self._keep), _take(x, self._change)
     return x_keep, x_change, self._params(x_keep, kwargs)
 
   def _merge(self, x_keep, y_change):
@@ -257,21 +271,44 @@ class AffineCoupling(_Coupling):
     log_scale = raw if b is None else b * tf.math.tanh(raw / b)
     return shift, log_scale
 
-  def _forward(self, x, conditional_input=None):
+  # One conditioner call gives both the output and the log-det: TFP's greedy-attribute cache
+  # stores the log-det with the (x, y) pair, so log_prob's inverse + inverse_log_det_jacobian
+  # evaluate each conditioner once (as tfb.FFJORD does).
+  _cache = cache_util.BijectorCacheWithGreedyAttrs(
+      forward_name="_augmented_forward", inverse_name="_augmented_inverse")
+
+  def _augmented_forward(self, x, conditional_input=None):
     x_keep, x_change, params = self._split(self._check(x, "x"),
                                            self._cond_kwargs(conditional_input))
     shift, log_scale = self._shift_log_scale(params)
-    return self._merge(x_keep, x_change * tf.exp(log_scale) + shift)
+    fldj = self._reduce_event(log_scale)
+    return self._merge(x_keep, x_change * tf.exp(log_scale) + shift), {"fldj": fldj,
+                                                                        "ildj": -fldj}
 
-  def _inverse(self, y, conditional_input=None):
+  def _augmented_inverse(self, y, conditional_input=None):
     y_keep, y_change, params = self._split(self._check(y, "y"),
                                            self._cond_kwargs(conditional_input))
     shift, log_scale = self._shift_log_scale(params)
-    return self._merge(y_keep, (y_change - shift) * tf.exp(-log_scale))
+    ildj = -self._reduce_event(log_scale)
+    return self._merge(y_keep, (y_change - shift) * tf.exp(-log_scale)), {"ildj": ildj,
+                                                                           "fldj": -ildj}
+
+  def _forward(self, x, conditional_input=None):
+    return self._augmented_forward(x, conditional_input)[0]
+
+  def _inverse(self, y, conditional_input=None):
+    return self._augmented_inverse(y, conditional_input)[0]
 
   def _forward_log_det_jacobian(self, x, conditional_input=None):
-    x_keep, _, params = self._split(self._check(x, "x"), self._cond_kwargs(conditional_input))
-    return self._reduce_event(self._shift_log_scale(params)[1])
+    kwargs = self._cond_kwargs(conditional_input)
+    cached = self._cache.forward_attributes(x, **kwargs)
+    if "fldj" not in cached:
+      cached.update(self._augmented_forward(x, conditional_input)[1])
+    return cached["fldj"]
 
   def _inverse_log_det_jacobian(self, y, conditional_input=None):
-    return -self._forward_log_det_jacobian(y, conditional_input)
+    kwargs = self._cond_kwargs(conditional_input)
+    cached = self._cache.inverse_attributes(y, **kwargs)
+    if "ildj" not in cached:
+      cached.update(self._augmented_inverse(y, conditional_input)[1])
+    return cached["ildj"]

@@ -33,8 +33,12 @@ up to column signs, which is how a PCA basis is loaded into it (Householder QR).
 
 Data-dependent initialisation (``data_init=True``): the first batch seen by ``inverse`` (the
 data side, e.g. the first ``log_prob`` call) sets the anchors to ``K`` quantiles of each
-dimension, equal weights, and bandwidths by Silverman's rule per dimension,
-``h_d = 0.9 min(std_d, IQR_d / 1.349) K^(-1/5)`` (a logistic's scale is ``h sqrt(3) / pi``);
+dimension (at probabilities ``(k + 1/2) / K``), equal weights, and bandwidths
+``s_dk = bandwidth_factor * max(spacing_dk, rule_d)``: ``spacing_dk`` is the mean distance of
+anchor k to its neighbours (wide kernels where data is sparse, so the outer anchors carry
+tails of about the right length) and ``rule_d`` Silverman's rule of thumb for dimension d,
+``h_d = 0.9 min(std_d, IQR_d / 1.349) max(N, K)^(-1/5)`` as a logistic scale
+(``h sqrt(3) / pi``); with ``K = 1`` the single logistic gets the data's spread;
 a ``HouseholderRotation(init="pca")`` loads the principal axes of its input. In a chain each
 layer initialises on the previous layer's output, which is iterative Gaussianization (RBIG,
 Laparra et al. 2011) with no gradient step. The "initialised" flag is a variable, saved and
@@ -105,7 +109,7 @@ class MarginalGaussianization(_base.DtypeChecked, tfb.Bijector):
       (stored in variables with an "initialised" flag). Before that, and always when False,
       the anchors are the K quantiles of N(0, 1) with Silverman bandwidths (close to the
       identity map on standard-normal data).
-    bandwidth_factor: multiplies the rule-of-thumb bandwidth of the data-dependent init.
+    bandwidth_factor: multiplies the bandwidths of the data-dependent init.
     min_bandwidth: floor of every bandwidth, ``s = min_bandwidth + softplus(raw)``.
     position_tolerance, max_iterations: of the root finding in ``forward``; the tolerance
       defaults to ``numerics.default_tolerance(dtype)``.
@@ -195,10 +199,20 @@ class MarginalGaussianization(_base.DtypeChecked, tfb.Bijector):
     std = tf.sqrt(tf.reduce_mean(tf.square(flat - mean), 0))
     sigma = tf.where(iqr > 0, tf.minimum(std, iqr / 1.349), std)
     sigma = tf.maximum(sigma, tf.constant(10. * self._min_bandwidth, self.dtype))
-    scale = _silverman_logistic_scale(sigma, k, self._bandwidth_factor)
+    # Per dimension: Silverman's rule for the n points the anchors summarise, a floor.
+    rule = _silverman_logistic_scale(sigma, tf.cast(tf.maximum(n, k), self.dtype), 1.)
+    # Per anchor: the mean spacing to the neighbouring anchors (wider where data is sparse,
+    # which gives the extreme anchors tails of about the right length).
+    if k > 1:
+      padded = tf.concat([2. * anchors[:, :1] - anchors[:, 1:2], anchors,
+                          2. * anchors[:, -1:] - anchors[:, -2:-1]], axis=-1)
+      spacing = 0.5 * (padded[:, 2:] - padded[:, :-2])
+    else:  # one logistic per dimension: match the data's spread
+      spacing = (sigma * np.sqrt(3.) / np.pi)[:, None]
+    scale = self._bandwidth_factor * tf.maximum(spacing, rule[:, None])
     excess = tf.maximum(scale - self._min_bandwidth, 1e-3 * scale)
-    raw = tfp.math.softplus_inverse(excess)
-    return [self._loc.assign(anchors), self._raw_bandwidth.assign(tf.tile(raw[:, None], [1, k])),
+    return [self._loc.assign(anchors),
+            self._raw_bandwidth.assign(tfp.math.softplus_inverse(excess)),
             self._logits.assign(tf.zeros([d, k], self.dtype))]
 
   def initialize(self, x):

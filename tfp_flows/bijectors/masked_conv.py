@@ -363,7 +363,8 @@ class MaskedConv2D(_MaskedConvBase):
   # --- parameters ---------------------------------------------------------------------------
 
   def _weights(self):
-    """Masked kernels ``W1, W2, W3`` and the centre diagonals ``a [KC], B [KC, KC], e [KC]``."""
+    """Every tensor of the map: masked kernels ``W1, W2, W3``, their centre diagonals
+    ``a [KC]``, ``B [KC, KC]``, ``e [KC]``, the biases and the scale ``t``."""
     w1 = self.w1 * self._masks[0]
     w3 = self.w3 * self._masks[2]
     a = tf.gather_nd(w1[1, 1], self._diag1_index)
@@ -372,27 +373,27 @@ class MaskedConv2D(_MaskedConvBase):
     b = self._diag2 * tf.abs(self.w2[1, 1]) * tf.sign(a)[:, None] * tf.sign(e)[None, :]
     centre = tf.pad(b[None, None], [[1, 1], [1, 1], [0, 0], [0, 0]])
     w2 = self.w2 * self._mask2_off + centre
-    return w1, w2, w3, a, b, e
+    return (w1, w2, w3, a, b, e, tf.convert_to_tensor(self.b1), tf.convert_to_tensor(self.b2),
+            tf.convert_to_tensor(self.b3), self.scale())
 
   def scale(self):
     """``t = softplus(t_raw) + min_diagonal``, the positive skip-connection scale ``[H, W, C]``."""
     return tf.math.softplus(self.t_raw) + tf.constant(self._min_diagonal, self.dtype)
 
-  def diagonal_bound(self):
+  def diagonal_bound(self, weights=None):
     """``L = t + sum |e||B||a| >= D`` for every input (act' <= 1), ``[H, W, C]``."""
-    _, _, _, a, b, e = self._weights()
+    _, _, _, a, b, e, _, _, _, t = weights or self._weights()
     paths = tf.linalg.matvec(tf.abs(b), tf.abs(a), transpose_a=True) * tf.abs(e)
-    return self.scale() + tf.linalg.matvec(self._group, paths, transpose_a=True)
+    return t + tf.linalg.matvec(self._group, paths, transpose_a=True)
 
   # --- the explicit map (data -> latent) ----------------------------------------------------
 
   def _map_and_diagonal(self, y, weights):
     """``F(y)`` and the Jacobian diagonal ``D(y)`` for ``y`` of shape ``[N, H, W, C]``."""
-    w1, w2, w3, a, b, e = weights
-    h1 = tf.nn.conv2d(y, w1, 1, "SAME") + self.b1
-    h2 = tf.nn.conv2d(self._act(h1), w2, 1, "SAME") + self.b2
-    t = self.scale()
-    z = t * y + tf.nn.conv2d(self._act(h2), w3, 1, "SAME") + self.b3
+    w1, w2, w3, a, b, e, b1, b2, b3, t = weights
+    h1 = tf.nn.conv2d(y, w1, 1, "SAME") + b1
+    h2 = tf.nn.conv2d(self._act(h1), w2, 1, "SAME") + b2
+    z = t * y + tf.nn.conv2d(self._act(h2), w3, 1, "SAME") + b3
     paths = tf.linalg.matvec(b, self._act_grad(h1) * a, transpose_a=True)
     paths = self._act_grad(h2) * paths * e                          # [N, H, W, K*C]
     diagonal = t + tf.linalg.matvec(self._group, paths, transpose_a=True)
@@ -426,14 +427,15 @@ class MaskedConv2D(_MaskedConvBase):
     alpha = tf.constant(step_size or self._step_size, self.dtype)
     flat, restore = self._flat(x)
 
-    def update(y, target):
-      weights = self._weights()
+    def update(y, target, *weights):
       z, diagonal = self._map_and_diagonal(y, weights)
-      precond = diagonal if solver == "newton" else self.diagonal_bound()
+      precond = diagonal if solver == "newton" else self.diagonal_bound(weights)
       return y - alpha * (z - target) / precond
 
+    # The weights enter as arguments: computed once per solve, and gradients reach the
+    # variables through them (the adjoint of fixed_point differentiates its arguments).
     result = numerics.fixed_point(
-        update, flat, (flat,), tolerance=tolerance or self._tolerance,
+        update, flat, (flat,) + tuple(self._weights()), tolerance=tolerance or self._tolerance,
         max_iterations=max_iterations or self._max_iterations,
         validate_args=self.validate_args, name=f"{self.name}_solve")
     return numerics.FixedPointResult(restore(result.solution), result.num_iterations,

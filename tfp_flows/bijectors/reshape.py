@@ -181,10 +181,12 @@ class FactorOut(_base.DtypeChecked, tfb.Bijector):
     event_shape: ``[H, W, C]`` of this bijector's events.
     num_factored: channels ``k`` that leave the flow here (default ``C // 2``); ``0 < k < C``.
     validate_args: check shapes and finiteness of inputs at run time.
+    dtype: float dtype of the events; by default ``inner``'s (``tfb.Chain`` reports none:
+      then ``inner.forward_dtype()``).
     name: name of the bijector.
   """
 
-  def __init__(self, inner, event_shape, num_factored=None, validate_args=False,
+  def __init__(self, inner, event_shape, num_factored=None, validate_args=False, dtype=None,
                name="factor_out"):
     parameters = dict(locals())
     if not isinstance(inner, tfb.Bijector):
@@ -204,12 +206,17 @@ class FactorOut(_base.DtypeChecked, tfb.Bijector):
     if out_shape.as_list() != inner_shape:
       raise ValueError(f"FactorOut: inner must keep its event shape {inner_shape}, but maps it "
                        f"to {out_shape}.")
+    if dtype is None:
+      dtype = inner.dtype
+      if dtype is None and isinstance(inner.forward_dtype(), tf.DType):
+        dtype = inner.forward_dtype()
     self._inner = inner
     self._event_shape = event_shape
     self._k = k
     with tf.name_scope(name) as name:
       super().__init__(forward_min_event_ndims=3, is_constant_jacobian=inner.is_constant_jacobian,
-                       validate_args=validate_args, dtype=inner.dtype,
+                       validate_args=validate_args,
+                       dtype=None if dtype is None else _base.float_dtype(dtype),
                        parameters=parameters, name=name)
 
   @classmethod
