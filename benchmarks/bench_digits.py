@@ -5,8 +5,9 @@ Three flows, one run each, the same budget: ``--steps`` Adam steps (lr ``--lr``)
 step per call:
 
 * ``realnvp``: ``tff.flows.realnvp([8, 8, 1])``, multi-scale (2 scales, 3 couplings per mask
-  block, ConvResNet conditioners with 64 channels and 2 residual blocks, ActNorm);
-* ``masked_conv``: ``tff.flows.masked_conv([8, 8, 1])``, MintNet-style masked convolutions;
+  block, ConvResNet conditioners with 32 channels and 1 residual block, ActNorm);
+* ``masked_conv``: ``tff.flows.masked_conv([8, 8, 1])``, MintNet-style masked convolutions
+  (4 linear + non-linear block pairs, 16 hidden channels);
 * ``tfp_glow``: TFP's ``tfb.Glow`` (2 blocks of 4 steps: ActNorm, 1x1 conv, affine coupling
   with ``tfb.GlowDefaultNetwork`` of 64 channels), as the TFP reference.
 
@@ -55,13 +56,14 @@ def _preprocessed(flow, base_shape):
 
 
 def make_realnvp(seed):
-  flow = tff.flows.realnvp(SHAPE, num_layers=3, hidden_units=64, num_blocks=2, num_scales=2,
+  flow = tff.flows.realnvp(SHAPE, num_layers=3, hidden_units=32, num_blocks=1, num_scales=2,
                            seed=seed)
   return _preprocessed(flow, SHAPE)
 
 
 def make_masked_conv(seed):
-  return _preprocessed(tff.flows.masked_conv(SHAPE, num_layers=4, seed=seed), SHAPE)
+  return _preprocessed(tff.flows.masked_conv(SHAPE, num_layers=4, hidden_units=16,
+                                            seed=seed), SHAPE)
 
 
 def make_tfp_glow(seed):
@@ -125,7 +127,7 @@ def run_one(name, x_train, u_test, steps, batch, lr, seed):
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--quick", action="store_true", help="smoke run (few steps)")
-  parser.add_argument("--steps", type=int, default=1500)
+  parser.add_argument("--steps", type=int, default=1000)
   parser.add_argument("--batch", type=int, default=64)
   parser.add_argument("--lr", type=float, default=1e-3)
   parser.add_argument("--seed", type=int, default=0)

@@ -87,21 +87,24 @@ def elbo(target_log_prob_fn, surrogate, num_samples=20_000, seed=1):
 
 
 def fit(target_log_prob_fn, dim, kind, num_steps=2000, sample_size=64, learning_rate=3e-3,
-        seed=0):
-  """Fits one surrogate with ``tfp.vi.fit_surrogate_posterior``; returns a results dict."""
-  surrogate = make_surrogate(kind, dim, seed=seed)
+        seed=0, eval_samples=20_000, jit_compile=True, **surrogate_kwargs):
+  """Fits one surrogate with ``tfp.vi.fit_surrogate_posterior``; returns a results dict.
+
+  ``surrogate_kwargs`` go to ``make_surrogate`` (``num_layers``, ``hidden_units``).
+  """
+  surrogate = make_surrogate(kind, dim, seed=seed, **surrogate_kwargs)
   # A tf_keras optimiser: it applies TFP's MADE mask constraints after every update.
   optimizer = tf_keras.optimizers.Adam(learning_rate)
   start = time.perf_counter()
   losses = tfp.vi.fit_surrogate_posterior(
       target_log_prob_fn, surrogate, optimizer=optimizer, num_steps=num_steps,
-      sample_size=sample_size, seed=tf.constant([seed, 7]), jit_compile=True)
+      sample_size=sample_size, seed=tf.constant([seed, 7]), jit_compile=jit_compile)
   seconds = time.perf_counter() - start
-  value, stderr = elbo(target_log_prob_fn, surrogate, seed=seed + 1)
+  value, stderr = elbo(target_log_prob_fn, surrogate, eval_samples, seed=seed + 1)
   return {"surrogate": kind, "elbo": value, "elbo_stderr": stderr,
           "final_loss": float(np.mean(losses[-100:])), "seconds": seconds,
           "num_variables": int(sum(np.prod(v.shape) for v in surrogate.trainable_variables)),
-          "surrogate_obj": surrogate}
+          "losses": np.asarray(losses), "surrogate_obj": surrogate}
 
 
 def run(num_steps=2000, quick=False, seed=0, verbose=True):
@@ -113,7 +116,7 @@ def run(num_steps=2000, quick=False, seed=0, verbose=True):
                               ("funnel_10d", funnel_target(10))):
     for kind in SURROGATES:
       res = fit(target, dim, kind, num_steps=num_steps, seed=seed)
-      res.pop("surrogate_obj")
+      res.pop("surrogate_obj"), res.pop("losses")
       res.update(target=name, dim=dim, num_steps=num_steps)
       rows.append(res)
       if verbose:

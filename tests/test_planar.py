@@ -147,6 +147,20 @@ def test_tanh_inverse_reports_convergence_and_raises_without_it():
     capped.inverse(_fresh(y))
 
 
+def test_tanh_inverse_under_xla_has_no_nan():
+  # Regression: parameters and points (from a randomised 8-layer stack) for which XLA's tanh
+  # inside the root finder's while loop made the jit-compiled inverse return NaN.
+  bij = Planar(2, u=[0.1377702190681865, -0.9240052260961442],
+               w=[0.7885075147419695, 1.205787919018695], b=-0.3116372312686761,
+               dtype=tf.float64)
+  y = tf.constant([[-0.7681181744617748, 0.9057764157122813],
+                   [0.37563580533300683, 0.3331665957453224]], tf.float64)
+  eager = bij.inverse(tf.identity(y))
+  jit = tf.function(bij.inverse, jit_compile=True)(_fresh(y))
+  np.testing.assert_allclose(jit, eager, atol=1e-12)
+  np.testing.assert_allclose(bij.forward(_fresh(jit)), y, atol=1e-12)
+
+
 def test_batch_of_flows_matches_separate_flows():
   rng = np.random.default_rng(5)
   u, w, b = rng.normal(size=(4, 1, 2)), rng.normal(size=(4, 1, 2)), rng.normal(size=(4, 1))

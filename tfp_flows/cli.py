@@ -47,10 +47,11 @@ flags.DEFINE_string("flow", "realnvp", f"flow family, one of {', '.join(FLOWS)}.
 flags.DEFINE_string("out", None, "train: output directory; sample/logprob: output .npy file.")
 flags.DEFINE_string("run", None, "sample/logprob: a directory written by 'tfp-flows train'.")
 flags.DEFINE_integer("n", 1000, "sample: number of samples.")
-flags.DEFINE_integer("epochs", 30, "train: passes over the training data.")
+flags.DEFINE_integer("epochs", 40, "train: passes over the training data.")
 flags.DEFINE_integer("batch_size", 256, "train: batch size.")
 flags.DEFINE_integer("num_samples", 20_000, "train: samples drawn from a toy density.")
-flags.DEFINE_float("learning_rate", 2e-3, "train: peak Adam learning rate (cosine decay).")
+flags.DEFINE_float("learning_rate", 2e-3, "train: peak Adam learning rate (linear warm-up, "
+                   "then cosine decay).")
 flags.DEFINE_integer("num_layers", 0, "train: layers of the flow (0: the flow's default).")
 flags.DEFINE_string("hidden_units", "", "train: comma-separated hidden sizes of the flow's "
                     "networks, e.g. '64,64' (empty: the flow's default).")
@@ -168,7 +169,7 @@ def _load_training_data(spec, num_samples, validation_fraction, seed):
 
 _DEFAULTS = {  # flow hyper-parameters when --num_layers / --hidden_units are not given
     "nice": dict(num_layers=6, hidden_units=[64, 64]),
-    "realnvp": dict(num_layers=8, hidden_units=[64, 64]),
+    "realnvp": dict(num_layers=12, hidden_units=[64, 64]),
     "planar": dict(num_layers=16),
     "masked_conv": dict(num_layers=4),
     "gaussianization": dict(num_layers=6),
@@ -267,7 +268,7 @@ def _load_run(run_dir):
 # ------------------------------------------------------------------------------- commands
 
 
-def train(data, flow, out, epochs=30, batch_size=256, num_samples=20_000, learning_rate=2e-3,
+def train(data, flow, out, epochs=40, batch_size=256, num_samples=20_000, learning_rate=2e-3,
           num_layers=0, hidden_units="", validation_fraction=0.1, seed=0, verbose=1,
           plots=True):
   """``tfp-flows train``; returns the metrics dict (also written to ``out/metrics.json``)."""
@@ -300,7 +301,11 @@ def train(data, flow, out, epochs=30, batch_size=256, num_samples=20_000, learni
   num_dims = int(np.prod(event_shape))
   model = tff.keras.FlowModel(distribution, bin_width=1. if info["dequantized"] else None)
   steps = epochs * int(np.ceil(len(x_train) / batch_size))
-  schedule = keras.optimizers.schedules.CosineDecay(learning_rate, steps, alpha=0.05)
+  # Linear warm-up from learning_rate / 20, then cosine decay to learning_rate / 50.
+  warmup = min(200, steps // 10)
+  schedule = keras.optimizers.schedules.CosineDecay(
+      learning_rate / 20., max(1, steps - warmup), alpha=0.02, warmup_target=learning_rate,
+      warmup_steps=warmup)
   model.compile(optimizer=keras.optimizers.Adam(schedule, clipnorm=10.))
   start = time.perf_counter()
   history = model.fit(x_train, batch_size=batch_size, epochs=epochs, shuffle=True,
@@ -476,6 +481,7 @@ def _fail(message):
 
 
 def _parse_flags(argv):
+  FLAGS.unparse_flags()  # defaults again: run() may be called more than once in a process
   try:
     return FLAGS(argv)
   except flags.Error as e:

@@ -380,15 +380,16 @@ def masked_conv(event_shape, num_layers=4, hidden_units=None, activation="elu", 
 
   Layer ``i`` (data side first) is an optional ``LinearMaskedConv2D`` followed by a
   ``MaskedConv2D`` block, both in raster order for even ``i`` and reverse raster order for odd
-  ``i``, so after two layers every latent entry depends on the whole image. Density
-  evaluation (``log_prob``, training) is explicit, one pass of masked convolutions per block;
+  ``i``, so information flows both ways (the receptive field grows by a pixel per masked
+  convolution). Density evaluation (``log_prob``, training) is explicit, one pass of masked convolutions per block;
   sampling solves each block by fixed-point iteration and each linear layer by a triangular
   solve (see ``tff.bijectors.MaskedConv2D``).
 
   Args:
     event_shape: ``[H, W, C]``.
     num_layers: number of (linear +) non-linear block pairs.
-    hidden_units: hidden channels of every block, a positive multiple of C (default ``8 C``).
+    hidden_units: hidden channels of every block, a positive multiple of C (default: the
+      smallest multiple of C that is >= 32 and >= 8 C).
     activation: ``"elu"``, ``"softplus"`` or ``"tanh"``.
     linear: insert a ``LinearMaskedConv2D`` (exact inverse, constant log-det) before each block.
     solver, tolerance, max_iterations: the blocks' fixed-point solve (defaults: ``"newton"``,

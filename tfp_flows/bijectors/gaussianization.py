@@ -34,9 +34,10 @@ up to column signs, which is how a PCA basis is loaded into it (Householder QR).
 Data-dependent initialisation (``data_init=True``): the first batch seen by ``inverse`` (the
 data side, e.g. the first ``log_prob`` call) sets the anchors to ``K`` quantiles of each
 dimension (at probabilities ``(k + 1/2) / K``), equal weights, and bandwidths
-``s_dk = bandwidth_factor * max(spacing_dk, rule_d)``: ``spacing_dk`` is the mean distance of
-anchor k to its neighbours (wide kernels where data is sparse, so the outer anchors carry
-tails of about the right length) and ``rule_d`` Silverman's rule of thumb for dimension d,
+``s_dk = bandwidth_factor * max(spacing_dk, rule_d)``: ``spacing_dk`` is half the mean distance
+of anchor k to its neighbours, the full distance for the two outermost anchors (wide kernels
+where data is sparse; the outer ones carry the tails beyond the extreme quantiles, and
+too-light tails compound over deep stacks), and ``rule_d`` Silverman's rule of thumb for d,
 ``h_d = 0.9 min(std_d, IQR_d / 1.349) max(N, K)^(-1/5)`` as a logistic scale
 (``h sqrt(3) / pi``); with ``K = 1`` the single logistic gets the data's spread;
 a ``HouseholderRotation(init="pca")`` loads the principal axes of its input. In a chain each
@@ -88,6 +89,23 @@ def _positive_int(value, what, name):
 
 def _flat_batch(t, d):
   return tf.reshape(t, [-1, d])
+
+
+_INTERIOR = 0.5  # bandwidth / neighbour spacing for the interior anchors of data init
+
+
+def _initialize_unless_done(flag, init_fn):
+  """Control dependencies running ``init_fn`` once (``_base.initialize_once``).
+
+  If the flag is already set when a function is traced, the initialisation branch is left out
+  of the graph (it can only be needed again if an uninitialised state is restored later,
+  which then needs a retrace); this keeps traced training steps small.
+  """
+  with tf.init_scope():
+    done = bool(flag.numpy()) if tf.executing_eagerly() else False
+  if done:
+    return []
+  return [_base.initialize_once(flag, init_fn)]
 
 
 def _silverman_logistic_scale(sigma, num_components, factor):
@@ -201,12 +219,13 @@ class MarginalGaussianization(_base.DtypeChecked, tfb.Bijector):
     sigma = tf.maximum(sigma, tf.constant(10. * self._min_bandwidth, self.dtype))
     # Per dimension: Silverman's rule for the n points the anchors summarise, a floor.
     rule = _silverman_logistic_scale(sigma, tf.cast(tf.maximum(n, k), self.dtype), 1.)
-    # Per anchor: the mean spacing to the neighbouring anchors (wider where data is sparse,
-    # which gives the extreme anchors tails of about the right length).
+    # Per anchor: half the mean spacing to its neighbours; the full spacing for the two outer
+    # anchors, whose outer halves model the tails beyond the extreme quantiles.
     if k > 1:
       padded = tf.concat([2. * anchors[:, :1] - anchors[:, 1:2], anchors,
                           2. * anchors[:, -1:] - anchors[:, -2:-1]], axis=-1)
       spacing = 0.5 * (padded[:, 2:] - padded[:, :-2])
+      spacing = spacing * tf.constant([1.] + [_INTERIOR] * (k - 2) + [1.], self.dtype)
     else:  # one logistic per dimension: match the data's spread
       spacing = (sigma * np.sqrt(3.) / np.pi)[:, None]
     scale = self._bandwidth_factor * tf.maximum(spacing, rule[:, None])
@@ -224,7 +243,7 @@ class MarginalGaussianization(_base.DtypeChecked, tfb.Bijector):
   def _maybe_initialize(self, x):
     if not self._data_init:
       return []
-    return [_base.initialize_once(self._initialized, lambda: self._init_assignments(x))]
+    return _initialize_unless_done(self._initialized, lambda: self._init_assignments(x))
 
   # --- the map --------------------------------------------------------------------------------
 
@@ -387,7 +406,7 @@ class HouseholderRotation(_base.DtypeChecked, tfb.Bijector):
     y = self._check(y, "y")
     deps = []
     if self._init == "pca":
-      deps = [_base.initialize_once(self._initialized, lambda: self._pca_assignment(y))]
+      deps = _initialize_unless_done(self._initialized, lambda: self._pca_assignment(y))
     with tf.control_dependencies(deps):
       return tf.linalg.matvec(self.matrix(), y, transpose_a=True)
 

@@ -6,8 +6,8 @@ inputs ``(p', c')`` with ``p' < p`` (earlier pixels, any channel) or ``p' = p, c
 pixel, earlier or equal channel). The Jacobian of such a convolution, in that order, is lower
 triangular, and so is the Jacobian of any composition of masked convolutions with element-wise
 functions in between (each step is triangular). ``order="reverse"`` mirrors everything
-(later pixels, later-or-equal channels: upper triangular); alternating the two orders gives
-every output a dependence on the whole image after two layers.
+(later pixels, later-or-equal channels: upper triangular). Each masked convolution reaches one
+pixel further; alternating the two orders between layers lets information flow both ways.
 
 Both bijectors here map data -> latent explicitly (one pass of convolutions); that is our
 ``inverse``, the direction ``log_prob`` and maximum-likelihood training use. The sampling
@@ -20,7 +20,7 @@ Linear (``LinearMaskedConv2D``, an autoregressive "emerging" convolution)::
 
 ``forward(z)`` is exact: the convolution is a triangular ``(HWC) x (HWC)`` matrix ``M`` (built
 by scattering the masked kernel, O((HWC)^2) memory), so ``y = M^-1 (z - b)`` is one
-``tf.linalg.triangular_solve`` -- back substitution, no iteration, no tolerance.
+``tf.linalg.triangular_solve`` -- substitution, no iteration, no tolerance.
 
 Non-linear (``MaskedConv2D``, the MintNet block)::
 
@@ -272,7 +272,8 @@ class MaskedConv2D(_MaskedConvBase):
   Args:
     event_shape: ``[H, W, C]``.
     hidden_channels: width of the two hidden convolutions, a positive multiple ``K * C`` of
-      the channels (default ``8 * C``): channel ``k * C + c`` sits at channel position ``c``.
+      the channels (default: the smallest multiple of C that is >= 32 and >= 8 C); hidden
+      channel ``k * C + c`` sits at channel position ``c``.
     order: ``"forward"`` (raster order) or ``"reverse"``.
     activation: ``"elu"`` (default), ``"softplus"`` or ``"tanh"`` (increasing, slope <= 1).
     solver: ``"newton"`` (precondition by the Jacobian diagonal at the iterate; default) or
@@ -301,7 +302,8 @@ class MaskedConv2D(_MaskedConvBase):
       self._event_shape = _image_shape(event_shape, name)
       self._order = _check_order(order, name)
       h, w, c = self._event_shape
-      hidden = 8 * c if hidden_channels is None else int(hidden_channels)
+      hidden = (c * max(8, -(-32 // c)) if hidden_channels is None
+                else int(hidden_channels))
       if hidden <= 0 or hidden % c:
         raise ValueError(f"{name}: hidden_channels must be a positive multiple of the {c} "
                          f"channels, got {hidden_channels}.")

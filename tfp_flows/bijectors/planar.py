@@ -291,8 +291,12 @@ class Planar(tfb.Bijector):
       # rounding cannot invalidate the bracket.
       half_width = tf.abs(wtu_hat) * (1. + 4. * np.finfo(dtype.as_numpy_dtype).eps) + \
           tol * (1. + tf.abs(t))
+      # tanh(s) is written 2 sigmoid(2s) - 1 inside the solver: with jit_compile=True, XLA's
+      # CPU tanh inside the root finder's while loop made Chandrupatla return NaN for some
+      # inputs (TF 2.21; regression test in tests/test_planar.py).
       info = numerics.monotone_root(
-          lambda s: s + wtu_hat * tf.tanh(s), t, t - half_width, t + half_width,
+          lambda s: s + wtu_hat * (2. * tf.sigmoid(2. * s) - 1.), t, t - half_width,
+          t + half_width,
           position_tolerance=tol, max_iterations=self._max_iterations,
           validate_args=self.validate_args, name=f"{self.name}_tanh_inverse")
       x = info.root
