@@ -12,7 +12,7 @@ Writes into ``--out``: ``samples.png`` (a grid of samples at ``--temperature``),
 ``z(t) = cos(pi t / 2) z_a + sin(pi t / 2) z_b`` in latent space, which keeps a standard normal's
 scale) and ``metrics.json``.
 
-    python examples/digits.py --out runs/digits                 # ~2000 steps, a few minutes
+    python examples/digits.py --out runs/digits                 # 1000 steps, a few minutes
     python examples/digits.py --out runs/digits --flow masked_conv
     python examples/digits.py --out /tmp/digits --quick          # smoke run
 """
@@ -108,7 +108,7 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--out", default="runs/digits", help="output directory")
   parser.add_argument("--flow", default="realnvp", choices=["realnvp", "masked_conv"])
-  parser.add_argument("--steps", type=int, default=2000)
+  parser.add_argument("--steps", type=int, default=1000)
   parser.add_argument("--batch", type=int, default=64)
   parser.add_argument("--lr", type=float, default=1e-3)
   parser.add_argument("--temperature", type=float, default=1.0,

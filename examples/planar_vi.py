@@ -92,14 +92,14 @@ def _log_density_on_grid(log_prob, grid):
   return np.concatenate([fn(tf.constant(chunk)).numpy() for chunk in np.array_split(grid, 8)])
 
 
-def fit(name, num_layers, steps, sample_size, learning_rate, seed):
+def fit(name, num_layers, steps, sample_size, learning_rate, seed, jit_compile=True):
   """Fits a K-layer planar flow to exp(-U) by reverse KL; returns (q, losses, seconds)."""
   flow = tff.flows.planar([2], num_layers=num_layers, seed=seed)
   q = tff.flows.distribution(flow, [2])
   start = time.time()
   losses = tfp.vi.fit_surrogate_posterior(
       target_log_prob_fn(name), q, optimizer=tf_keras.optimizers.Adam(learning_rate),
-      num_steps=steps, sample_size=sample_size, jit_compile=True, seed=seed)
+      num_steps=steps, sample_size=sample_size, jit_compile=jit_compile, seed=seed)
   return q, np.asarray(losses), time.time() - start
 
 

@@ -84,7 +84,8 @@ def test_train_integer_images_writes_a_sample_grid(tmp_path, capsys):
   images = rng.integers(0, 17, size=(40, 4, 4)).astype(np.int64)
   np.save(tmp_path / "img.npy", images)
   run = str(tmp_path / "run")
-  code, out, _ = _run(capsys, "train", "--data", str(tmp_path / "img.npy"), "--flow", "realnvp",
+  code, out, _ = _run(capsys, "train", "--data", str(tmp_path / "img.npy"), "--flow",
+                      "masked_conv",
                       "--out", run, "--epochs", "1", "--batch_size", "16", "--num_layers", "1",
                       "--hidden_units", "4", "--verbose", "0")
   assert code == 0 and "bits/dim" in out

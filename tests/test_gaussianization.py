@@ -218,15 +218,14 @@ def test_rbig_fits_without_training_and_refines_with_gradients():
   variables = dist.trainable_variables
   xt = tf.constant(x)
 
-  @tf.function
-  def step():
+  def step():  # eager: cheaper than tracing for a handful of steps
     with tf.GradientTape() as tape:
       loss = -tf.reduce_mean(dist.log_prob(xt))
     opt.apply_gradients(zip(tape.gradient(loss, variables), variables))
     return loss
 
-  losses = [float(step()) for _ in range(15)]
-  assert losses[-1] < losses[0] - 0.02, losses[::5]
+  losses = [float(step()) for _ in range(10)]
+  assert losses[-1] < losses[0] - 0.02, losses
 
 
 def test_builder_stack_and_fixed_rotations():

@@ -217,6 +217,22 @@ def test_realnvp_image_structure_and_errors():
     tff.flows.realnvp([4], num_scales=2)
 
 
+def test_realnvp_image_with_actnorm_log_det_vs_autodiff():
+  """The full multi-scale flow (ActNorms initialised, variables random) against slogdet."""
+  flow = tff.flows.realnvp([4, 4, 1], num_layers=1, hidden_units=4, num_blocks=0,
+                           num_scales=2, dtype=tf.float64)
+  rng = np.random.default_rng(0)
+  flow.inverse(tf.constant(rng.normal(size=(8, 4, 4, 1)) * 3. + 1.))  # ActNorm init
+  tff.testing.randomize_variables(flow, scale=0.3, seed=1)
+  z = tf.constant(rng.normal(size=(2, 4, 4, 1)))
+  ref = tff.testing.autodiff_log_det(flow.forward, z, 3)
+  np.testing.assert_allclose(flow.forward_log_det_jacobian(z, event_ndims=3), ref, atol=1e-9)
+  x = flow.forward(z)
+  np.testing.assert_allclose(flow.inverse(_fresh(x)), z, atol=1e-9)
+  np.testing.assert_allclose(flow.inverse_log_det_jacobian(_fresh(x), event_ndims=3), -ref,
+                             atol=1e-9)
+
+
 @pytest.mark.parametrize("shape", [(28, 28, 1), (32, 32, 3)], ids=["28x28x1", "32x32x3"])
 def test_realnvp_image_shapes(shape):
   flow = tff.flows.realnvp(list(shape), num_layers=1, hidden_units=4, num_blocks=0,
@@ -272,6 +288,28 @@ def test_conditional_image_realnvp():
   np.testing.assert_allclose(flow.forward(_fresh(z), **kwargs), x, atol=1e-10)
   # The conditional input reaches the couplings inside the factored-out scale too.
   assert any("factor_out" in k for k in kwargs)
+
+
+def test_tfp_glow_under_our_preprocessing():
+  """TFP's whole tfb.Glow in one Chain with Dequantize and Logit: a density on pixels."""
+  glow = tfb.Glow(output_shape=[4, 4, 1], num_glow_blocks=1, num_steps_per_block=1,
+                  coupling_bijector_fn=lambda s: tfb.GlowDefaultNetwork(s, num_hidden=4),
+                  exit_bijector_fn=tfb.GlowDefaultExitNetwork, seed=1)
+  chain = tfb.Chain([tff.bijectors.Dequantize(17), tff.bijectors.Logit(0.05), glow])
+  dist = tfd.TransformedDistribution(tfd.Sample(tfd.Normal(0., 1.), [16]), chain)
+  x = np.random.default_rng(0).integers(0, 17, size=(6, 4, 4, 1))
+  u = tff.bijectors.dequantize(x, 17, seed=1)
+  lp = dist.log_prob(u)
+  assert lp.shape == (6,) and np.all(np.isfinite(lp))
+  z = chain.inverse(_fresh(u))
+  np.testing.assert_allclose(chain.forward(_fresh(z)), u, atol=2e-3)
+  # The preprocessing's share of the log-density is its exact log-det.
+  t = u.numpy() / 17.
+  p = 0.05 + 0.9 * t
+  pre = (np.log(0.9 / (p * (1 - p))) - np.log(17.)).sum((1, 2, 3))
+  np.testing.assert_allclose(lp - glow.inverse_log_det_jacobian(
+      tff.bijectors.Logit(0.05).inverse(_fresh(u) / 17.), event_ndims=3)
+      - dist.distribution.log_prob(z), pre, rtol=1e-4, atol=1e-3)
 
 
 # Data.

@@ -102,9 +102,9 @@ def test_tfp_maf_and_iaf_train_and_keep_their_autoregressive_masks():
     assert sum(m.sum() for m in masked) > 0
     model = tff.keras.FlowModel(dist)
     model.compile(keras.optimizers.Adam(5e-2))
-    x = np.random.default_rng(0).normal(size=(256, 3)).astype(np.float32) * [1., 2., .5]
+    x = np.random.default_rng(0).normal(size=(128, 3)).astype(np.float32) * [1., 2., .5]
     start = [v.numpy().copy() for v in kernels]
-    model.fit(x, batch_size=64, epochs=2, verbose=0)
+    model.fit(x, batch_size=32, epochs=1, verbose=0)
     for v, m, s in zip(kernels, masked, start):
       assert not np.array_equal(v.numpy(), s)  # trained
       np.testing.assert_array_equal(v.numpy()[m], 0.)  # the constraint was applied
@@ -265,6 +265,8 @@ def test_export_writes_log_prob_and_sample_signatures(tmp_path):
   model = build_model()
   x = moons(64)
   model.log_prob(x)  # runs ActNorm's data-dependent init
+  model.sample(2, seed=0, temperature=0.5)  # compiled helpers must not leak into the export
+  tf.train.Checkpoint(model=model).save(str(tmp_path / "ckpt"))  # tf.train.Checkpoint works too
   export_dir = str(tmp_path / "saved")
   model.export(export_dir, verbose=False)
   loaded = tf.saved_model.load(export_dir)
@@ -318,6 +320,51 @@ def test_jit_compile_training_matches_graph_mode(builder):
     losses.append(model.fit(x, batch_size=64, epochs=2, shuffle=False,
                             verbose=0).history["loss"])
   np.testing.assert_allclose(losses[0], losses[1], rtol=1e-4)
+
+
+def _tiny_flow(family):
+  if family in ("masked_conv", "realnvp_image"):
+    shape = [4, 4, 1]
+    flow = (tff.flows.masked_conv(shape, num_layers=1) if family == "masked_conv"
+            else tff.flows.realnvp(shape, num_layers=2))
+  elif family in ("planar", "radial"):
+    shape, flow = [2], getattr(tff.flows, family)([2], num_layers=2)
+  elif family == "gaussianization":
+    shape, flow = [2], tff.flows.gaussianization([2], num_layers=1, num_components=4)
+  else:
+    shape, flow = [2], getattr(tff.flows, family)([2], num_layers=2, hidden_units=[8])
+  return shape, flow
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", ["nice", "realnvp", "maf", "iaf", "planar", "radial",
+                                    "gaussianization", "masked_conv", "realnvp_image"])
+def test_every_family_trains_under_xla(family):
+  shape, flow = _tiny_flow(family)
+  rng = np.random.default_rng(0)
+  x = (moons(256) if shape == [2] else rng.normal(size=[256] + shape).astype(np.float32))
+  model = tff.keras.FlowModel(tff.flows.distribution(flow, shape))
+  model.compile(keras.optimizers.Adam(1e-3), jit_compile=True)
+  history = model.fit(x, batch_size=64, epochs=1, verbose=0)
+  assert np.isfinite(history.history["loss"][0])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("builder", ["realnvp", "maf"])
+def test_conditional_export_serves_context(builder, tmp_path):
+  flow = getattr(tff.flows, builder)([2], num_layers=2, hidden_units=[8],
+                                     conditional_shape=[2], seed=0)
+  tff.testing.randomize_variables(flow, seed=0)
+  model = tff.keras.FlowModel(tff.flows.distribution(flow, [2]))
+  x, c = moons(8), np.eye(2, dtype=np.float32)[np.arange(8) % 2]
+  model.export(str(tmp_path / "saved"), verbose=False)
+  loaded = tf.saved_model.load(str(tmp_path / "saved"))
+  lp = loaded.signatures["log_prob"](x=tf.constant(x), context=tf.constant(c))["log_prob"]
+  np.testing.assert_allclose(lp, model.log_prob(x, context=c), rtol=1e-5, atol=1e-5)
+  s = loaded.signatures["sample"](n=tf.constant(4), seed=tf.constant(2),
+                                  temperature=tf.constant(1.), context=tf.constant([0., 1.]))
+  np.testing.assert_allclose(s["samples"], model.sample(4, seed=2, context=[0., 1.]),
+                             rtol=1e-5, atol=1e-5)
 
 
 def test_jit_compile_and_mirrored_strategy():
@@ -390,9 +437,18 @@ def test_nan_batch_raises_naming_the_batch_and_skip_option():
   model = tff.keras.FlowModel(tff.flows.distribution(small_realnvp(num_layers=1), [2]))
   model.compile(keras.optimizers.Adam(1e-2))
   with pytest.raises(tff.keras.NonFiniteBatchError,
-                     match=r"batch 3 of epoch 0 has 2 row\(s\) with NaN or inf"):
+                     match=r"batch 3 of epoch 0 has NaN or inf.*2 row\(s\)"):
     model.fit(x, batch_size=32, epochs=1, shuffle=False, verbose=0)
   assert all(np.all(np.isfinite(w)) for w in values(model))
+  # check_every=1 stops at that very batch.
+  model = tff.keras.FlowModel(tff.flows.distribution(small_realnvp(num_layers=1), [2]),
+                              check_every=1)
+  model.compile(keras.optimizers.Adam(1e-2))
+  seen = []
+  count = keras.callbacks.LambdaCallback(on_train_batch_end=lambda b, logs: seen.append(b))
+  with pytest.raises(tff.keras.NonFiniteBatchError, match="batch 3 of epoch 0"):
+    model.fit(x, batch_size=32, epochs=1, shuffle=False, verbose=0, callbacks=[count])
+  assert seen == [0, 1, 2]  # the guard runs first and raised at batch 3
 
   model = tff.keras.FlowModel(tff.flows.distribution(small_realnvp(num_layers=1), [2]),
                               nonfinite="skip")

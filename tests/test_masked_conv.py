@@ -175,7 +175,8 @@ def test_builder_stack_log_det_and_round_trip(dtype):
   np.testing.assert_allclose(flow.forward(tf.constant(z.numpy())), y, rtol=tol, atol=tol)
 
 
-@pytest.mark.parametrize("shape", [(8, 8, 1), (28, 28, 1), (32, 32, 3)])
+@pytest.mark.parametrize("shape", [(8, 8, 1), (28, 28, 1), (32, 32, 3)],
+                         ids=["8x8x1", "28x28x1", "32x32x3"])
 def test_builder_image_sizes_and_training_smoke(shape):
   flow = tff.flows.masked_conv(list(shape), num_layers=2, hidden_units=2 * shape[-1], seed=1)
   assert len(flow.trainable_variables) == 2 * (3 + 7)

@@ -196,11 +196,13 @@ def test_fixed_point_without_args_still_differentiates_variables():
 
 # --- log-space CDFs and the inverse normal CDF (Gaussianization) ----------------------------
 
-scipy_special = pytest.importorskip("scipy.special")
+def _scipy_special():
+  return pytest.importorskip("scipy.special")  # skips only the tests that need scipy
 
 
 @pytest.mark.parametrize("dtype,tol", [(tf.float32, 2e-5), (tf.float64, 1e-12)])
 def test_erfcx_matches_scipy(dtype, tol):
+  scipy_special = _scipy_special()
   t = np.concatenate([np.linspace(0., 30., 601), np.logspace(1.5, 15., 50)])
   got = numerics.erfcx(tf.constant(t, dtype)).numpy()
   np.testing.assert_allclose(got, scipy_special.erfcx(t.astype(dtype.as_numpy_dtype)), rtol=tol)
@@ -208,6 +210,7 @@ def test_erfcx_matches_scipy(dtype, tol):
 
 @pytest.mark.parametrize("dtype,tol", [(tf.float32, 2e-6), (tf.float64, 1e-13)])
 def test_log_ndtr_matches_scipy_over_the_whole_range(dtype, tol):
+  scipy_special = _scipy_special()
   x = np.concatenate([-np.logspace(-3., 6., 200), np.linspace(-40., 8., 481)])
   x = x.astype(dtype.as_numpy_dtype)  # compare at the exactly representable inputs
   expected = scipy_special.log_ndtr(x.astype(np.float64))
@@ -226,6 +229,7 @@ def test_log_ndtr_matches_scipy_over_the_whole_range(dtype, tol):
 
 def _ndtri_reference(log_p):
   """Phi^-1(exp(log_p)) by bisection on scipy's log_ndtr (independent of our code)."""
+  scipy_special = _scipy_special()
   lo = np.full_like(log_p, -1e11)
   hi = np.zeros_like(log_p)
   for _ in range(200):
@@ -237,6 +241,7 @@ def _ndtri_reference(log_p):
 
 @pytest.mark.parametrize("dtype,tol", [(tf.float32, 3e-7), (tf.float64, 2e-15)])
 def test_ndtri_of_log_matches_reference_to_extreme_tails(dtype, tol):
+  scipy_special = _scipy_special()
   log_p = -np.logspace(np.log10(np.log(2.)), 9., 200)
   log_p = log_p.astype(dtype.as_numpy_dtype).astype(np.float64)
   ref = _ndtri_reference(log_p)
@@ -254,6 +259,7 @@ def test_ndtri_of_log_matches_reference_to_extreme_tails(dtype, tol):
 
 
 def test_ndtri_from_log_tails_is_antisymmetric_and_resolves_p_near_one():
+  scipy_special = _scipy_special()
   p = np.array([1e-300, 1e-20, 0.01, 0.3, 0.5])
   log_p, log_q = np.log(p), np.log1p(-p)
   lower = numerics.ndtri_from_log_tails(tf.constant(log_p), tf.constant(log_q)).numpy()
@@ -263,6 +269,7 @@ def test_ndtri_from_log_tails_is_antisymmetric_and_resolves_p_near_one():
 
 
 def test_logistic_mixture_log_cdf_matches_scipy_and_stays_finite():
+  scipy_special = _scipy_special()
   rng = np.random.default_rng(0)
   loc, scale = rng.normal(size=(3, 4)), 0.1 + rng.uniform(size=(3, 4))
   logits = rng.normal(size=(3, 4))
@@ -278,3 +285,67 @@ def test_logistic_mixture_log_cdf_matches_scipy_and_stays_finite():
                                               (x, loc, scale, log_w)))
     for g, r in zip(got, (ref_cdf, ref_sf, ref_pdf)):
       np.testing.assert_allclose(g.numpy(), r, rtol=tol, atol=tol)
+
+
+# --- newton_bisection_root (planar-tanh inverse) ----------------------------------------------
+
+def _planar_scalar(m):
+  # The planar-tanh equation along w: x + m tanh(x), increasing for m > -1.
+  return lambda x: x + m * tf.tanh(x)
+
+
+@pytest.mark.parametrize("dtype,tol", [(tf.float32, 1e-5), (tf.float64, 1e-12)])
+def test_newton_bisection_root_accuracy_and_xla(dtype, tol):
+  target = tf.constant(np.linspace(-30., 30., 101), dtype)
+  for m in (-0.999, -0.5, 0.0, 3.):
+    fn = _planar_scalar(tf.constant(m, dtype))
+    half = abs(m) + 1e-3
+    for mode in (lambda f: f, lambda f: tf.function(f, jit_compile=True)):
+      res = mode(lambda t: numerics.newton_bisection_root(fn, t, t - half, t + half))(target)
+      x = res.root.numpy().astype(np.float64)
+      np.testing.assert_allclose(x + m * np.tanh(x), target.numpy(), rtol=tol, atol=tol)
+      assert res.converged.numpy().all() and np.all(res.num_iterations.numpy() <= 20)
+  # The cubic on a wide bracket too.
+  res = numerics.newton_bisection_root(_cubic(tf.constant(0.7, dtype)), target, -10., 10.)
+  x = res.root.numpy().astype(np.float64)
+  np.testing.assert_allclose(x ** 3 + 0.7 * x, target.numpy(), rtol=tol, atol=tol * 30)
+
+
+def test_newton_bisection_root_implicit_gradients_match_finite_differences():
+  m = tf.Variable(-0.8, dtype=tf.float64)
+  target = tf.constant([-3., 0.05, 2., 9.], tf.float64)
+
+  def root_at(m_value, t):
+    fn = _planar_scalar(m_value)
+    return numerics.newton_bisection_root(fn, t, t - 1., t + 1.).root
+
+  with tf.GradientTape(persistent=True) as tape:
+    tape.watch(target)
+    loss = tf.reduce_sum(root_at(m, target) ** 2)
+  g_m, g_t = tape.gradient(loss, m).numpy(), tape.gradient(loss, target).numpy()
+  eps = 1e-6
+
+  def loss_at(mv, t):
+    return float(tf.reduce_sum(root_at(tf.constant(mv, tf.float64),
+                                       tf.constant(t, tf.float64)) ** 2))
+
+  t0 = target.numpy()
+  np.testing.assert_allclose(g_m, (loss_at(-0.8 + eps, t0) - loss_at(-0.8 - eps, t0)) / (2 * eps),
+                             rtol=1e-6)
+  for i in range(4):
+    e = np.zeros(4)
+    e[i] = eps
+    np.testing.assert_allclose(g_t[i], (loss_at(-0.8, t0 + e) - loss_at(-0.8, t0 - e)) / (2 * eps),
+                               rtol=1e-6)
+
+
+def test_newton_bisection_root_reports_non_convergence_and_bad_brackets():
+  fn = _planar_scalar(tf.constant(-0.9, tf.float64))
+  target = tf.constant([0.3, 5.], tf.float64)
+  res = numerics.newton_bisection_root(fn, target, target - 1., target + 1., max_iterations=1)
+  assert not res.converged.numpy().all()
+  with pytest.raises(tf.errors.InvalidArgumentError, match="did not converge"):
+    numerics.newton_bisection_root(fn, target, target - 1., target + 1., max_iterations=1,
+                                   validate_args=True)
+  with pytest.raises(tf.errors.InvalidArgumentError, match="invalid bracket"):
+    numerics.newton_bisection_root(fn, target, target + 1., target + 2., validate_args=True)

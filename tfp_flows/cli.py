@@ -128,22 +128,22 @@ def _load_training_data(spec, num_samples, validation_fraction, seed):
   """(x_train, x_test, info) for a data spec; images are [N, H, W, C]."""
   import numpy as np
   import tfp_flows as tff
-  key = spec.strip().lower()
-  toy_key = tff.datasets._ALIASES.get(key, key)  # pylint: disable=protected-access
-  if toy_key in tff.datasets.TOY_NAMES and not os.path.exists(spec):
-    if num_samples < 10:
-      raise UsageError(f"--num_samples must be at least 10, got {num_samples}")
-    toy = tff.datasets.toy(toy_key)
-    x_train = toy.sample(num_samples, seed=seed)
-    x_test = toy.sample(max(1000, num_samples // 10), seed=seed + 1)
-    return x_train, x_test, {"kind": "toy", "name": toy_key, "dequantized": False}
-  if key == "digits" and not os.path.exists(spec):
+  is_name = not os.path.splitext(spec)[1] and not os.path.exists(spec)
+  if is_name and spec.strip().lower() == "digits":
     x_train, x_test = tff.datasets.digits(seed=seed)
     info = {"kind": "digits", "name": "digits"}
-  else:
-    if not os.path.splitext(spec)[1] and not os.path.exists(spec):
+  elif is_name:
+    try:
+      toy = tff.datasets.toy(spec.strip())
+    except ValueError:
       raise UsageError(f"unknown data {spec!r}: expected a toy name "
                        f"({', '.join(tff.datasets.TOY_NAMES)}), 'digits', or a .npy/.csv file")
+    if num_samples < 10:
+      raise UsageError(f"--num_samples must be at least 10, got {num_samples}")
+    x_train = toy.sample(num_samples, seed=seed)
+    x_test = toy.sample(max(1000, num_samples // 10), seed=seed + 1)
+    return x_train, x_test, {"kind": "toy", "name": toy.name, "dequantized": False}
+  else:
     x = _read_array(spec)
     if x.ndim == 3:
       x = x[..., None]

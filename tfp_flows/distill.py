@@ -213,8 +213,13 @@ def density_distillation(teacher, student, num_steps=1000, batch_size=256, optim
             f"{history[max(0, i + 1 - log_every):i + 1].mean():.4f}")
   seconds = time.perf_counter() - start
   if not np.all(np.isfinite(history)):
-    raise FloatingPointError(f"distillation diverged: first non-finite KL at step "
-                             f"{int(np.argmin(np.isfinite(history)))}; lower the learning rate.")
+    first = int(np.argmin(np.isfinite(history)))
+    hint = ("the teacher's log_prob is not finite at some of the initial student samples: "
+            "start the student inside the teacher's support (e.g. a narrower base or an "
+            "initial affine layer) or use a smoother teacher" if first == 0 else
+            "lower the learning rate")
+    raise FloatingPointError(f"distillation diverged: first non-finite KL at step {first}; "
+                             f"{hint}.")
   kl, stderr = float("nan"), float("nan")
   if eval_samples:
     kl, stderr = kl_estimate(student, teacher, eval_samples, min(int(eval_samples), 2_000),

@@ -39,8 +39,20 @@ _CONDITIONAL = "_tff_conditional"
 
 
 def distribution(bijector, event_shape, dtype=None):
-  """``TransformedDistribution`` of a standard normal on ``event_shape`` through ``bijector``."""
-  dtype = _base.float_dtype(dtype or bijector.dtype or tf.float32)
+  """``TransformedDistribution`` of a standard normal on ``event_shape`` through ``bijector``.
+
+  The base dtype is ``dtype`` if given, else the bijector's, else (for a Chain of
+  dtype-agnostic parts, whose ``dtype`` is None) that of its floating variables, else float32.
+  """
+  if dtype is None:
+    dtype = bijector.dtype
+  if dtype is None:
+    float_dtypes = {v.dtype for v in bijector.variables if v.dtype.is_floating}
+    if len(float_dtypes) > 1:
+      raise TypeError(f"{bijector.name} mixes variable dtypes {sorted(d.name for d in float_dtypes)}"
+                      "; pass dtype= explicitly.")
+    dtype = float_dtypes.pop() if float_dtypes else tf.float32
+  dtype = _base.float_dtype(dtype)
   shape = list(_base.as_event_shape(event_shape))
   base = tfd.Sample(tfd.Normal(tf.constant(0., dtype), tf.constant(1., dtype)), shape)
   return tfd.TransformedDistribution(base, bijector)

@@ -36,16 +36,19 @@ Conditional flows: a context ``c`` (a label one-hot, a vector) reaches the condi
 through ``bijector_kwargs`` (``tff.flows.conditional_kwargs``); ``fit`` takes ``(x, c)``
 pairs, ``log_prob(x, context=c)``, ``sample(n, context=c)``.
 
-Robustness (checked on every training batch):
+Robustness. Every training step records, in variables and without a host round trip, the
+rows with NaN/inf and whether the loss was finite; ``fit`` reads them every ``check_every``
+steps (50 by default) and at each epoch end:
 
-* rows of a batch with NaN/inf (in ``x`` or the context) are left out of the update, so the
-  model stays finite; with ``nonfinite="raise"`` (default) training then stops with a
-  ``NonFiniteBatchError`` naming the epoch and batch, with ``nonfinite="skip"`` such rows
-  are skipped and counted (a warning at the end of each epoch, ``model.skipped_rows``).
-* a non-finite loss or gradient (a diverging learning rate) stops training with a message;
-  the weights are restored to those of the last snapshot with a finite loss (the start of
-  training, each epoch end, and every ``snapshot_every`` steps when given), and
-  ``model.diverged`` says where it happened.
+* rows of a batch with NaN/inf (in ``x`` or the context) are always left out of the update,
+  so the model stays finite; with ``nonfinite="raise"`` (default) training then stops with a
+  ``NonFiniteBatchError`` naming the epoch and the first such batch, with
+  ``nonfinite="skip"`` such rows are skipped and counted (a warning at the end of each epoch,
+  ``model.skipped_rows``).
+* a non-finite loss (a diverging learning rate) stops training with a message naming the
+  batch; the weights are restored to those of the last snapshot taken after a check found
+  the loss finite (the start of ``fit``, each epoch end, and every ``snapshot_every`` steps
+  when given), and ``model.diverged`` says where it happened.
 * data whose event shape differs from the distribution's raise ``ValueError`` naming the
   expected and the actual shapes.
 
@@ -161,13 +164,17 @@ class FlowModel(keras.Model):
     context_shape: shape of the conditional input; inferred from the flow's conditional
       layers when None (our couplings and TFP's MAF/IAF built by ``tff.flows``).
     nonfinite: 'raise' (default) or 'skip' for training rows with NaN/inf (module docstring).
+    check_every: read the NaN/divergence records every this many training steps (and at each
+      epoch end); 1 stops at the very batch, at the cost of a host round trip per step.
     snapshot_every: also snapshot the weights every this many training steps (the weights
-      that divergence restores); None snapshots at the start and at each epoch end only.
+      that divergence restores; rounded up to a multiple of ``check_every``); None snapshots
+      at the start and at each epoch end only.
     name: the model's name.
   """
 
   def __init__(self, distribution, bin_width=None, num_dims=None, context_shape=None,
-               nonfinite="raise", snapshot_every=None, name="flow_model", **kwargs):
+               nonfinite="raise", check_every=50, snapshot_every=None, name="flow_model",
+               **kwargs):
     super().__init__(name=name, **kwargs)
     variables = tracked_variables(distribution)
     event_shape = distribution.event_shape
@@ -177,6 +184,8 @@ class FlowModel(keras.Model):
       raise ValueError(f"nonfinite must be 'raise' or 'skip', got {nonfinite!r}.")
     if bin_width is not None and not float(bin_width) > 0.:
       raise ValueError(f"bin_width must be positive, got {bin_width!r}.")
+    if int(check_every) < 1:
+      raise ValueError(f"check_every must be a positive int, got {check_every}.")
     if snapshot_every is not None and int(snapshot_every) < 1:
       raise ValueError(f"snapshot_every must be a positive int or None, got {snapshot_every}.")
     self._flow_distribution = distribution
@@ -185,6 +194,7 @@ class FlowModel(keras.Model):
     self._num_dims = int(num_dims) if num_dims is not None else int(np.prod(self._event_shape_))
     self._bin_width = None if bin_width is None else float(bin_width)
     self._nonfinite = nonfinite
+    self._check_every = int(check_every)
     self._snapshot_every = None if snapshot_every is None else int(snapshot_every)
     bijector = getattr(distribution, "bijector", None)
     self._bijector_ = bijector
@@ -202,17 +212,19 @@ class FlowModel(keras.Model):
       self._context_shape = None
     # The flow's own tf.Variables, tracked by Keras through wrappers (trainable first).
     self._flow_weights = [_wrap(v, i) for i, v in enumerate(variables)]
-    # Rows of the last training batch left out for NaN/inf (read by the training guard).
+    # Training records read by the guard (see _record): NaN/inf rows since the last check,
+    # and the first step since then with such rows / with a non-finite loss (-1: none).
     with tf.init_scope():
-      self._nonfinite_rows = tf.Variable(
-          0., trainable=False, name="nonfinite_rows",
-          synchronization=tf.VariableSynchronization.ON_READ,
-          aggregation=tf.VariableAggregation.SUM)
+      self._guard_vars = [
+          tf.Variable(v, trainable=False, name=n,
+                      aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+          for v, n in ((0., "nonfinite_rows"), (-1., "first_nonfinite_batch"),
+                       (-1., "first_nonfinite_loss"))]
     self._bpd_tracker = (keras.metrics.Mean(name="bits_per_dim") if bin_width is not None
                          else None)
     self.diverged = None
     self.skipped_rows = 0
-    self._fns = {}
+    self._fns = _FunctionCache()
     self.built = True
 
   # ---------------------------------------------------------------- properties
@@ -354,7 +366,7 @@ class FlowModel(keras.Model):
             for b in parts]
     if rows:
       width = max(len(r[0]) for r in rows) + 2
-      print_fn(f" Flow layers (sampling order is bottom to top):")
+      print_fn(" Flow layers (sampling order is bottom to top):")
       for label, count in rows:
         print_fn(f"   {label:<{width}}{count:>12,}")
 
@@ -379,11 +391,22 @@ class FlowModel(keras.Model):
     with tf.GradientTape() as tape:
       nll, weight, finite = self._weighted_nll(x, context, sw, mask_nonfinite=True)
     grads = tape.gradient(nll, [v.value for v in variables])
+    self._record(tf.reduce_sum(tf.cast(~finite, tf.float32)),
+                 tf.cast(~tf.math.is_finite(nll), tf.float32))
     self.optimizer.apply_gradients(zip(grads, variables))
-    bad = tf.cast(tf.shape(x)[0], self._flow_dtype) - tf.reduce_sum(
-        tf.cast(finite, self._flow_dtype))
-    self._nonfinite_rows.assign(tf.cast(bad, tf.float32))
     return self._update_metrics(nll, weight)
+
+  def _record(self, bad_rows, bad_loss):
+    """Updates the guard's records in-graph (no host round trip)."""
+    ctx = tf.distribute.get_replica_context()
+    if ctx is not None and ctx.num_replicas_in_sync > 1:
+      bad_rows = ctx.all_reduce(tf.distribute.ReduceOp.SUM, bad_rows)
+      bad_loss = ctx.all_reduce(tf.distribute.ReduceOp.SUM, bad_loss)
+    step = tf.cast(self.optimizer.iterations, tf.float32)
+    rows, first_batch, first_loss = self._guard_vars
+    rows.assign_add(bad_rows)
+    first_batch.assign(tf.where((first_batch < 0.) & (bad_rows > 0.), step, first_batch))
+    first_loss.assign(tf.where((first_loss < 0.) & (bad_loss > 0.), step, first_loss))
 
   def test_step(self, data):
     x, context, sw = self._split_inputs(data)
@@ -397,21 +420,23 @@ class FlowModel(keras.Model):
   def fit(self, *args, **kwargs):
     """``keras.Model.fit``; adds the training guard (NaN batches, divergence) first."""
     args = list(args)
-    if len(args) > 5:
-      callbacks, args[5] = args[5], None
+    positional = len(args) > 5  # fit(x, y, batch_size, epochs, verbose, callbacks, ...)
+    callbacks = args[5] if positional else kwargs.pop("callbacks", None)
+    callbacks = [_TrainingGuard()] + list(callbacks or [])
+    if positional:
+      args[5] = callbacks
     else:
-      callbacks = kwargs.pop("callbacks", None)
-    callbacks = list(callbacks or [])
-    kwargs["callbacks"] = [_TrainingGuard()] + callbacks
+      kwargs["callbacks"] = callbacks
     self.diverged = None
     return super().fit(*args, **kwargs)
 
   # ---------------------------------------------------------------- user API
 
   def _function(self, key, fn):
-    if key not in self._fns:
-      self._fns[key] = tf.function(fn, reduce_retracing=True, autograph=False)
-    return self._fns[key]
+    cache = self._fns.functions
+    if key not in cache:
+      cache[key] = tf.function(fn, reduce_retracing=True, autograph=False)
+    return cache[key]
 
   def log_prob(self, x, context=None):
     """Log-density of ``x`` (shape ``[..., *event_shape]``), compiled with ``tf.function``."""
@@ -499,13 +524,19 @@ class FlowModel(keras.Model):
         "SavedModel.")
 
 
+class _FunctionCache:
+  """Compiled helpers of a model, in a plain object that checkpoints and SavedModels skip."""
+
+  def __init__(self):
+    self.functions = {}
+
+
 class _ServingModule(tf.Module):
   """A plain tf.Module with the variables and two serving functions of a FlowModel."""
 
   def __init__(self, model):
     super().__init__(name="flow_serving")
     self.flow_variables = list(model.flow_distribution.variables)
-    self._model = model
     ev, dtype = list(model.event_shape), model._flow_dtype
     cond = model.context_shape is not None
     x_spec = [tf.TensorSpec([None] + ev, dtype, name="x")]
@@ -532,12 +563,13 @@ class _ServingModule(tf.Module):
 
 
 class _TrainingGuard(keras.callbacks.Callback):
-  """Stops on NaN/inf batches and on divergence; keeps the last finite weights."""
+  """Reads the model's training records; stops on NaN/inf batches and on divergence."""
 
   def __init__(self):
     super().__init__()
     self._snapshot = None
     self._epoch = 0
+    self._epoch_start = 0
     self._steps = 0
     self._skipped_epoch = 0
 
@@ -545,31 +577,46 @@ class _TrainingGuard(keras.callbacks.Callback):
     self._snapshot = [np.array(w) for w in self.model.get_weights()]
 
   def on_train_begin(self, logs=None):
+    self._reset()
     self._take_snapshot()
 
   def on_epoch_begin(self, epoch, logs=None):
     self._epoch = epoch
+    self._epoch_start = int(self.model.optimizer.iterations.numpy())
     self._skipped_epoch = 0
+
+  def _reset(self):
+    for v, value in zip(self.model._guard_vars, (0., -1., -1.)):
+      v.assign(value)
+
+  def _check(self):
+    """Acts on the records since the last check; True if training may go on."""
+    model = self.model
+    rows, first_batch, first_loss = (float(v.numpy()) for v in model._guard_vars)
+    self._reset()
+    if first_loss >= 0:
+      self._restore(int(first_loss) - self._epoch_start)
+      return False
+    if rows:
+      if model._nonfinite == "raise":
+        model.stop_training = True
+        raise NonFiniteBatchError(
+            f"{model.name}: training batch {int(first_batch) - self._epoch_start} of epoch "
+            f"{self._epoch} has NaN or inf values (in the data or the context); {int(rows)} "
+            "row(s) with NaN/inf were found since the previous check. They were left out of "
+            "the updates, so the weights are finite. Clean the data, or pass "
+            "FlowModel(..., nonfinite='skip') to skip such rows.")
+      self._skipped_epoch += int(rows)
+      model.skipped_rows += int(rows)
+    return True
 
   def on_train_batch_end(self, batch, logs=None):
     model = self.model
     self._steps += 1
-    bad = int(round(float(model._nonfinite_rows.numpy())))
-    if bad:
-      if model._nonfinite == "raise":
-        model.stop_training = True
-        raise NonFiniteBatchError(
-            f"{model.name}: training batch {batch} of epoch {self._epoch} has {bad} row(s) "
-            "with NaN or inf values (in the data or the context). They were left out of the "
-            "update, so the weights are finite. Clean the data, or pass "
-            "FlowModel(..., nonfinite='skip') to skip such rows.")
-      self._skipped_epoch += bad
-      model.skipped_rows += bad
-    loss = None if logs is None else logs.get("loss")
-    if loss is not None and not np.isfinite(float(loss)):
-      self._restore(batch)
+    if self._steps % model._check_every:
       return
-    if model._snapshot_every and self._steps % model._snapshot_every == 0:
+    if self._check() and model._snapshot_every and (
+        self._steps % model._snapshot_every < model._check_every):
       self._take_snapshot()
 
   def _restore(self, batch):
@@ -584,8 +631,8 @@ class _TrainingGuard(keras.callbacks.Callback):
     print(message)
 
   def on_epoch_end(self, epoch, logs=None):
+    if self.model.diverged is None and self._check():
+      self._take_snapshot()
     if self._skipped_epoch:
       warnings.warn(f"{self.model.name}: skipped {self._skipped_epoch} training row(s) with "
                     f"NaN or inf values in epoch {epoch}.", RuntimeWarning, stacklevel=2)
-    if self.model.diverged is None and logs and np.isfinite(float(logs.get("loss", 0.))):
-      self._take_snapshot()

@@ -26,11 +26,14 @@ Inverse: with ``t = wᵀy + b`` and ``x = wᵀz + b`` the scalar equation along 
     x + wᵀû h(x) = t,
 
 increasing in x. Leaky-ReLU: ``x = t / (1 + h'(t) wᵀû)`` in closed form. Tanh: since
-``|h| <= 1`` the root lies in ``[t - |wᵀû|, t + |wᵀû|]``, and ``numerics.monotone_root``
-(vectorised Chandrupatla, implicit-function-theorem gradients) solves it to a relative
-position tolerance ``numerics.default_tolerance(dtype)`` (1e-6 float32, 1e-12 float64) with
-at most ``max_iterations`` (100) iterations; with ``validate_args=True`` non-convergence
-raises. Then ``z = y - û h(x)``.
+``|h| <= 1`` the root lies in ``[t - |wᵀû|, t + |wᵀû|]``, and
+``numerics.newton_bisection_root`` (vectorised safeguarded Newton on that bracket,
+implicit-function-theorem gradients) solves it to a relative position tolerance
+``numerics.default_tolerance(dtype)`` (1e-6 float32, 1e-12 float64; the last Newton step and
+the implicit-gradient polish make the error much smaller) with at most ``max_iterations``
+(100) iterations; with ``validate_args=True`` non-convergence raises. Then
+``z = y - û h(x)``. (``numerics.monotone_root``, TFP's Chandrupatla, returned NaN for a few
+points under ``jit_compile=True``; the Newton solver guards every division.)
 
 Radial::
 
@@ -234,7 +237,7 @@ class Planar(tfb.Bijector):
   def _h(self, a):
     if self._activation == "tanh":
       return tf.tanh(a)
-    return tf.where(a >= 0., a, self._negative_slope * a)
+    return tf.maximum(a, 0.) + self._negative_slope * tf.minimum(a, 0.)
 
   def _h_prime(self, a):
     if self._activation == "tanh":
@@ -291,12 +294,8 @@ class Planar(tfb.Bijector):
       # rounding cannot invalidate the bracket.
       half_width = tf.abs(wtu_hat) * (1. + 4. * np.finfo(dtype.as_numpy_dtype).eps) + \
           tol * (1. + tf.abs(t))
-      # tanh(s) is written 2 sigmoid(2s) - 1 inside the solver: with jit_compile=True, XLA's
-      # CPU tanh inside the root finder's while loop made Chandrupatla return NaN for some
-      # inputs (TF 2.21; regression test in tests/test_planar.py).
-      info = numerics.monotone_root(
-          lambda s: s + wtu_hat * (2. * tf.sigmoid(2. * s) - 1.), t, t - half_width,
-          t + half_width,
+      info = numerics.newton_bisection_root(
+          lambda s: s + wtu_hat * tf.tanh(s), t, t - half_width, t + half_width,
           position_tolerance=tol, max_iterations=self._max_iterations,
           validate_args=self.validate_args, name=f"{self.name}_tanh_inverse")
       x = info.root
