@@ -294,9 +294,8 @@ def train(data, flow, out, epochs=40, batch_size=256, num_samples=20_000, learni
 
   import keras
   import numpy as np
-  import tensorflow as tf
   import tfp_flows as tff
-  tf.keras.utils.set_random_seed(seed)
+  keras.utils.set_random_seed(seed)
   os.makedirs(out, exist_ok=True)
   num_dims = int(np.prod(event_shape))
   model = tff.keras.FlowModel(distribution, bin_width=1. if info["dequantized"] else None)

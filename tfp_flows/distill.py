@@ -83,9 +83,8 @@ def sample_and_log_prob(distribution, n, seed):
   if isinstance(distribution, tfd.TransformedDistribution):
     z, log_base = sample_and_log_prob(distribution.distribution, n, seed)
     bijector = distribution.bijector
-    # Event rank of the base; the bijector sees the base event (as TransformedDistribution).
-    event_ndims = tf.nest.map_structure(
-        _rank, distribution.distribution.event_shape)
+    # The bijector acts on base events (as in TransformedDistribution.log_prob).
+    event_ndims = _rank(distribution.distribution.event_shape)
     x = bijector.forward(z)
     fldj = bijector.forward_log_det_jacobian(z, event_ndims=event_ndims)
     return x, log_base - fldj
