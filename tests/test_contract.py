@@ -190,3 +190,18 @@ def test_contract(case, dtype):
     x = case.input_scale * rng.standard_normal(shape)
   tff.testing.assert_bijector_contract(
       bijector, tf.constant(x, dtype), tolerances=case.tolerances, check_jit=case.check_jit)
+
+
+@pytest.mark.parametrize("case", [c for c in REGISTRY if c.sample is None],
+                         ids=lambda c: c.name)
+def test_rejects_inputs_of_another_dtype(case):
+  """float64 (numpy too) or integer input to a float32 bijector is an error naming both."""
+  bijector = case.make(tf.float32)
+  if bijector.dtype is None:  # Chains of dtype-agnostic parts: their parts check.
+    pytest.skip("dtype-agnostic composite")
+  x64 = np.zeros((2,) + tuple(case.event_shape), np.float64)
+  for call in (bijector.forward, bijector.inverse):
+    with pytest.raises((TypeError, ValueError), match="float64"):
+      call(x64)
+  with pytest.raises((TypeError, ValueError), match="int"):
+    bijector.forward(x64.astype(np.int32))

@@ -287,7 +287,7 @@ def test_logistic_mixture_log_cdf_matches_scipy_and_stays_finite():
       np.testing.assert_allclose(g.numpy(), r, rtol=tol, atol=tol)
 
 
-# --- newton_bisection_root (planar-tanh inverse) ----------------------------------------------
+# --- monotone_root on the planar-tanh equation ----------------------------------------------
 
 def _planar_scalar(m):
   # The planar-tanh equation along w: x + m tanh(x), increasing for m > -1.
@@ -295,29 +295,29 @@ def _planar_scalar(m):
 
 
 @pytest.mark.parametrize("dtype,tol", [(tf.float32, 1e-5), (tf.float64, 1e-12)])
-def test_newton_bisection_root_accuracy_and_xla(dtype, tol):
+def test_monotone_root_newton_accuracy_and_xla(dtype, tol):
   target = tf.constant(np.linspace(-30., 30., 101), dtype)
   for m in (-0.999, -0.5, 0.0, 3.):
     fn = _planar_scalar(tf.constant(m, dtype))
     half = abs(m) + 1e-3
     for mode in (lambda f: f, lambda f: tf.function(f, jit_compile=True)):
-      res = mode(lambda t: numerics.newton_bisection_root(fn, t, t - half, t + half))(target)
+      res = mode(lambda t: numerics.monotone_root(fn, t, t - half, t + half))(target)
       x = res.root.numpy().astype(np.float64)
       np.testing.assert_allclose(x + m * np.tanh(x), target.numpy(), rtol=tol, atol=tol)
       assert res.converged.numpy().all() and np.all(res.num_iterations.numpy() <= 20)
   # The cubic on a wide bracket too.
-  res = numerics.newton_bisection_root(_cubic(tf.constant(0.7, dtype)), target, -10., 10.)
+  res = numerics.monotone_root(_cubic(tf.constant(0.7, dtype)), target, -10., 10.)
   x = res.root.numpy().astype(np.float64)
   np.testing.assert_allclose(x ** 3 + 0.7 * x, target.numpy(), rtol=tol, atol=tol * 30)
 
 
-def test_newton_bisection_root_implicit_gradients_match_finite_differences():
+def test_monotone_root_newton_implicit_gradients_match_finite_differences():
   m = tf.Variable(-0.8, dtype=tf.float64)
   target = tf.constant([-3., 0.05, 2., 9.], tf.float64)
 
   def root_at(m_value, t):
     fn = _planar_scalar(m_value)
-    return numerics.newton_bisection_root(fn, t, t - 1., t + 1.).root
+    return numerics.monotone_root(fn, t, t - 1., t + 1.).root
 
   with tf.GradientTape(persistent=True) as tape:
     tape.watch(target)
@@ -339,13 +339,13 @@ def test_newton_bisection_root_implicit_gradients_match_finite_differences():
                                rtol=1e-6)
 
 
-def test_newton_bisection_root_reports_non_convergence_and_bad_brackets():
+def test_monotone_root_newton_reports_non_convergence_and_bad_brackets():
   fn = _planar_scalar(tf.constant(-0.9, tf.float64))
   target = tf.constant([0.3, 5.], tf.float64)
-  res = numerics.newton_bisection_root(fn, target, target - 1., target + 1., max_iterations=1)
+  res = numerics.monotone_root(fn, target, target - 1., target + 1., max_iterations=1)
   assert not res.converged.numpy().all()
   with pytest.raises(tf.errors.InvalidArgumentError, match="did not converge"):
-    numerics.newton_bisection_root(fn, target, target - 1., target + 1., max_iterations=1,
+    numerics.monotone_root(fn, target, target - 1., target + 1., max_iterations=1,
                                    validate_args=True)
   with pytest.raises(tf.errors.InvalidArgumentError, match="invalid bracket"):
-    numerics.newton_bisection_root(fn, target, target + 1., target + 2., validate_args=True)
+    numerics.monotone_root(fn, target, target + 1., target + 2., validate_args=True)

@@ -148,7 +148,7 @@ def test_tanh_inverse_reports_convergence_and_raises_without_it():
 
 
 # Parameters and points (from randomised / training stacks) for which the jit-compiled inverse
-# returned NaN when it used TFP's Chandrupatla (numerics.monotone_root) under XLA.
+# returned NaN when numerics.monotone_root used TFP's Chandrupatla solver under XLA.
 _XLA_CASES = [
     (tf.float64, [0.1377702190681865, -0.9240052260961442],
      [0.7885075147419695, 1.205787919018695], -0.3116372312686761,

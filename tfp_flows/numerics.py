@@ -7,9 +7,11 @@ tolerances, iteration caps, convergence reports and gradients are handled once.
 Root finding
 ------------
 ``monotone_root(objective_fn, target, low, high)`` solves ``objective_fn(x) = target``
-element-wise for an increasing ``objective_fn`` inside a bracket ``[low, high]`` with
-Chandrupatla's method (a safeguarded inverse-quadratic / bisection hybrid; TFP's
-vectorised implementation). The solve itself runs under ``tf.stop_gradient``; gradients are
+element-wise for an increasing ``objective_fn`` inside a bracket ``[low, high]`` by
+safeguarded Newton (Newton steps that leave the shrinking bracket become bisection steps),
+vectorised in one ``tf.while_loop`` that XLA compiles. (TFP's Chandrupatla solver, tried
+first, returned NaN for a few planar-tanh inputs under ``jit_compile=True``; regression cases
+are in tests/test_planar.py.) The solve itself runs under ``tf.stop_gradient``; gradients are
 attached afterwards by one differentiable Newton step (``attach_implicit_gradient``)::
 
     x = x* - (f(x*; theta) - t) / stop_gradient(f'(x*; theta))
@@ -28,7 +30,6 @@ import collections
 
 import numpy as np
 import tensorflow as tf
-import tensorflow_probability as tfp
 
 __all__ = [
     "RootResult",
@@ -103,60 +104,6 @@ def assert_converged(converged, what, validate_args):
       tf.reduce_all(converged), True,
       message=f"{what} did not converge within the iteration cap; increase "
               "max_iterations or the tolerance, or check the input is in range.")]
-
-
-def monotone_root(objective_fn, target, low, high, *, position_tolerance=None,
-                  max_iterations=DEFAULT_MAX_ITERATIONS, validate_args=False,
-                  name="monotone_root"):
-  """Solves ``objective_fn(x) == target`` element-wise for increasing ``objective_fn``.
-
-  Args:
-    objective_fn: element-wise, increasing callable. May close over variables.
-    target: tensor of targets.
-    low, high: tensors broadcastable to ``target`` with
-      ``objective_fn(low) <= target <= objective_fn(high)`` (a valid bracket).
-    position_tolerance: relative tolerance on ``x`` (absolute tolerance is
-      ``position_tolerance * (1 + |low| + |high|) / 2``); ``default_tolerance(dtype)`` if None.
-    max_iterations: iteration cap of the bracketed search.
-    validate_args: raise if any element did not converge (the bracket must also be valid).
-    name: name scope.
-
-  Returns:
-    ``RootResult`` whose ``root`` has implicit gradients w.r.t. ``target`` and any variables
-    ``objective_fn`` uses.
-  """
-  with tf.name_scope(name):
-    target = tf.convert_to_tensor(target)
-    dtype = target.dtype
-    low = tf.broadcast_to(tf.convert_to_tensor(low, dtype), tf.shape(target))
-    high = tf.broadcast_to(tf.convert_to_tensor(high, dtype), tf.shape(target))
-    tol = position_tolerance if position_tolerance is not None else default_tolerance(dtype)
-    abs_tol = tf.stop_gradient(tol * (1. + 0.5 * (tf.abs(low) + tf.abs(high))))
-    sg_target = tf.stop_gradient(target)
-
-    def shifted(x):
-      return tf.stop_gradient(objective_fn(x)) - sg_target
-
-    result = tfp.math.find_root_chandrupatla(
-        shifted, low=tf.stop_gradient(low), high=tf.stop_gradient(high),
-        position_tolerance=abs_tol, value_tolerance=tf.zeros([], dtype),
-        max_iterations=max_iterations)
-    root = result.estimated_root
-    residual = tf.abs(result.objective_at_estimated_root)
-    # Converged: the search stopped before the cap, or landed on the root exactly.
-    num_iterations = tf.broadcast_to(result.num_iterations, tf.shape(root))
-    converged = (num_iterations < max_iterations) | tf.equal(residual, 0.)
-    deps = assert_converged(converged, name, validate_args)
-    if validate_args:
-      deps.append(tf.debugging.assert_less_equal(
-          shifted(low), tf.zeros([], dtype),
-          message=f"{name}: invalid bracket, f(low) > target."))
-      deps.append(tf.debugging.assert_greater_equal(
-          shifted(high), tf.zeros([], dtype),
-          message=f"{name}: invalid bracket, f(high) < target."))
-    with tf.control_dependencies(deps):
-      root = attach_implicit_gradient(objective_fn, root, target)
-    return RootResult(root, num_iterations, converged, residual)
 
 
 def log_sigmoid(x):
@@ -474,26 +421,22 @@ def _attach_adjoint_gradient(update_fn, solution, args, tol, max_iterations, val
   return attach(*args)
 
 
-# --- Safeguarded Newton on a bracket (planar-tanh inverse) ----------------------------------
+# --- Bracketed monotone root finding (planar-tanh, Gaussianization inverses) ---------------
 # Newton steps from the bracket's midpoint, replaced by bisection whenever a step would leave
 # the current bracket (or is not finite); the bracket shrinks every iteration around the sign
 # change, so the method converges for every increasing objective and quadratically near a
 # simple root. Written for XLA: every division is guarded, so no NaN can enter the loop state.
-# (Under jit_compile=True, TFP's Chandrupatla used by ``monotone_root`` returned NaN for a few
-# inputs of the planar-tanh equation in TF 2.21; see tests/test_planar.py.)
 
-__all__ += ["newton_bisection_root"]
+def monotone_root(objective_fn, target, low, high, *, position_tolerance=None,
+                  max_iterations=DEFAULT_MAX_ITERATIONS, validate_args=False,
+                  name="monotone_root"):
+  """Solves ``objective_fn(x) == target`` element-wise for increasing ``objective_fn``.
 
-
-def newton_bisection_root(objective_fn, target, low, high, *, position_tolerance=None,
-                          max_iterations=DEFAULT_MAX_ITERATIONS, validate_args=False,
-                          name="newton_bisection_root"):
-  """Solves ``objective_fn(x) == target`` element-wise by safeguarded Newton on a bracket.
-
-  Same contract as ``monotone_root`` (bracket ``[low, high]`` with
-  ``objective_fn(low) <= target <= objective_fn(high)``; element-wise objective that may close
-  over variables; implicit gradients), solved by safeguarded Newton: the derivative comes from
-  autodiff of ``objective_fn``. An element stops when its Newton/bisection step or its bracket
+  Needs a bracket ``[low, high]`` with ``objective_fn(low) <= target <= objective_fn(high)``;
+  the element-wise objective may close over variables (gradients flow to them through the
+  implicit step, see the module docstring). Safeguarded Newton: each step is Newton's (the
+  derivative from autodiff of ``objective_fn``) when it stays inside the shrinking bracket,
+  else bisection, so it converges for any increasing objective. An element stops when its Newton/bisection step or its bracket
   is below ``position_tolerance * (1 + |x|)`` (``default_tolerance(dtype)`` if None) or its
   residual is exactly 0; ``converged`` is False where ``max_iterations`` was reached first.
 

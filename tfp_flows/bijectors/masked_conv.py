@@ -127,7 +127,7 @@ def _check_order(order, name):
   return order
 
 
-class _MaskedConvBase(tfb.Bijector):
+class _MaskedConvBase(_base.DtypeChecked, tfb.Bijector):
   """Event checks and the [N, H, W, C] batching shared by both masked convolutions."""
 
   def _check(self, x, what):

@@ -27,13 +27,12 @@ Inverse: with ``t = wᵀy + b`` and ``x = wᵀz + b`` the scalar equation along 
 
 increasing in x. Leaky-ReLU: ``x = t / (1 + h'(t) wᵀû)`` in closed form. Tanh: since
 ``|h| <= 1`` the root lies in ``[t - |wᵀû|, t + |wᵀû|]``, and
-``numerics.newton_bisection_root`` (vectorised safeguarded Newton on that bracket,
+``numerics.monotone_root`` (vectorised safeguarded Newton on that bracket,
 implicit-function-theorem gradients) solves it to a relative position tolerance
 ``numerics.default_tolerance(dtype)`` (1e-6 float32, 1e-12 float64; the last Newton step and
 the implicit-gradient polish make the error much smaller) with at most ``max_iterations``
 (100) iterations; with ``validate_args=True`` non-convergence raises. Then
-``z = y - û h(x)``. (``numerics.monotone_root``, TFP's Chandrupatla, returned NaN for a few
-points under ``jit_compile=True``; the Newton solver guards every division.)
+``z = y - û h(x)``.
 
 Radial::
 
@@ -124,7 +123,7 @@ def _safe_norm(d):
                   tf.zeros_like(sq))
 
 
-class Planar(tfb.Bijector):
+class Planar(_base.DtypeChecked, tfb.Bijector):
   """Planar flow ``f(z) = z + û h(wᵀz + b)`` with an exact (numerical for tanh) inverse.
 
   Args:
@@ -294,7 +293,7 @@ class Planar(tfb.Bijector):
       # rounding cannot invalidate the bracket.
       half_width = tf.abs(wtu_hat) * (1. + 4. * np.finfo(dtype.as_numpy_dtype).eps) + \
           tol * (1. + tf.abs(t))
-      info = numerics.newton_bisection_root(
+      info = numerics.monotone_root(
           lambda s: s + wtu_hat * tf.tanh(s), t, t - half_width, t + half_width,
           position_tolerance=tol, max_iterations=self._max_iterations,
           validate_args=self.validate_args, name=f"{self.name}_tanh_inverse")
@@ -305,7 +304,7 @@ class Planar(tfb.Bijector):
     return self.solve_inverse(y)[0]
 
 
-class Radial(tfb.Bijector):
+class Radial(_base.DtypeChecked, tfb.Bijector):
   """Radial flow ``f(z) = z + β (z - z0) / (α + ‖z - z0‖)`` with a closed-form inverse.
 
   Args:
