@@ -56,6 +56,28 @@ class _Dense(tf.Module):
     return tf.matmul(x, self.kernel) + self.bias
 
 
+def _flat_context(net, conditional_input, lead):
+  """The conditional input broadcast over the leading axes ``lead`` and flattened to [N, k].
+
+  None for an unconditional network; errors name the network when the input is missing,
+  unexpected or of the wrong size.
+  """
+  if not net.conditional_size:
+    if conditional_input is not None:
+      raise ValueError(f"{net.name} got a conditional_input but was built with "
+                       "conditional_size=0.")
+    return None
+  if conditional_input is None:
+    raise ValueError(f"{net.name} was built with conditional_size={net.conditional_size} and "
+                     "needs a conditional_input.")
+  c = tf.convert_to_tensor(conditional_input, net.dtype)
+  if c.shape[-1] is not None and c.shape[-1] != net.conditional_size:
+    raise ValueError(f"{net.name}: conditional_input must have last dim "
+                     f"{net.conditional_size}, got shape {c.shape.as_list()}.")
+  c = tf.broadcast_to(c, tf.concat([lead, [net.conditional_size]], 0))
+  return tf.reshape(c, [-1, net.conditional_size])
+
+
 class _Network(tf.Module):
   """Shared input handling: flattening leading axes and the conditional input."""
 
@@ -70,19 +92,9 @@ class _Network(tf.Module):
     x = tf.convert_to_tensor(x, self.dtype)
     lead = tf.shape(x)[:-1]
     h = tf.reshape(x, [-1, self.input_size])
-    if self.conditional_size:
-      if conditional_input is None:
-        raise ValueError(f"{self.name} was built with conditional_size="
-                         f"{self.conditional_size} and needs a conditional_input.")
-      c = tf.convert_to_tensor(conditional_input, self.dtype)
-      if c.shape[-1] is not None and c.shape[-1] != self.conditional_size:
-        raise ValueError(f"{self.name}: conditional_input must have last dim "
-                         f"{self.conditional_size}, got shape {c.shape.as_list()}.")
-      c = tf.broadcast_to(c, tf.concat([lead, [self.conditional_size]], 0))
-      h = tf.concat([h, tf.reshape(c, [-1, self.conditional_size])], -1)
-    elif conditional_input is not None:
-      raise ValueError(f"{self.name} got a conditional_input but was built with "
-                       "conditional_size=0.")
+    c = _flat_context(self, conditional_input, lead)
+    if c is not None:
+      h = tf.concat([h, c], -1)
     out = self._net(h)
     return tf.reshape(out, tf.concat([lead, [self.output_size]], 0))
 
@@ -216,21 +228,11 @@ class ConvResNet(tf.Module):
                        f"shape {x.shape.as_list()}.")
     lead = tf.shape(x)[:-3]
     h = tf.reshape(x, tf.concat([[-1], tf.shape(x)[-3:]], 0))
-    if self.conditional_size:
-      if conditional_input is None:
-        raise ValueError(f"{self.name} was built with conditional_size="
-                         f"{self.conditional_size} and needs a conditional_input.")
-      c = tf.convert_to_tensor(conditional_input, self.dtype)
-      if c.shape[-1] is not None and c.shape[-1] != self.conditional_size:
-        raise ValueError(f"{self.name}: conditional_input must have last dim "
-                         f"{self.conditional_size}, got shape {c.shape.as_list()}.")
-      c = tf.reshape(tf.broadcast_to(c, tf.concat([lead, [self.conditional_size]], 0)),
-                     [-1, 1, 1, self.conditional_size])
-      c = tf.broadcast_to(c, tf.concat([tf.shape(h)[:3], [self.conditional_size]], 0))
-      h = tf.concat([h, c], -1)
-    elif conditional_input is not None:
-      raise ValueError(f"{self.name} got a conditional_input but was built with "
-                       "conditional_size=0.")
+    c = _flat_context(self, conditional_input, lead)
+    if c is not None:  # the context vector becomes extra constant channels
+      c = tf.reshape(c, [-1, 1, 1, self.conditional_size])
+      h = tf.concat([h, tf.broadcast_to(
+          c, tf.concat([tf.shape(h)[:3], [self.conditional_size]], 0))], -1)
     h = self.inp(h)
     for first, second in self.blocks:
       h = h + second(self.activation(first(self.activation(h))))
