@@ -41,8 +41,8 @@ import tensorflow as tf  # noqa: E402
 import tensorflow_probability as tfp  # noqa: E402
 
 import tfp_flows as tff  # noqa: E402
+from bench_realnvp import tfp_realnvp  # noqa: E402  (TFP's RealNVP with our MLPs; same folder)
 
-tfb = tfp.bijectors
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 
@@ -56,24 +56,6 @@ def make_data(n, d, seed=0):
   z = rng.normal(size=(n, d))
   x = np.einsum("nij,nj->ni", np.stack(mixes)[comp], z) + means[comp]
   return ((x - x.mean(0)) / x.std(0)).astype(np.float32)  # standardised, as usual
-
-
-def tfp_realnvp(d, num_layers, hidden):
-  """TFP's ``tfb.RealNVP`` with our MLP conditioners and reverse permutations."""
-  layers = []
-  for i in range(num_layers):
-    if i:
-      layers.append(tfb.Permute(np.arange(d)[::-1].astype(np.int32)))
-    net = tff.nets.MLP(d // 2, 2 * (d - d // 2), hidden, seed=i)
-
-    def fn(x, output_units, net=net):
-      del output_units
-      return tuple(tf.split(net(x), 2, axis=-1))
-
-    nvp = tfb.RealNVP(num_masked=d // 2, shift_and_log_scale_fn=fn)
-    nvp._tff_net = net  # reachable by tf.Module traversal (so by FlowModel too)
-    layers.append(nvp)
-  return tfb.Chain(layers[::-1])
 
 
 FLOWS = {
