@@ -88,28 +88,37 @@ def _round_trips(flow, x, d, dtype, seed):
   return float(np.max(np.abs(x_back - x))), float(np.max(np.abs(z_back - z0)))
 
 
-def bench_toy(name, cfg, seed=0):
-  toy = tff.datasets.toy(name)
-  x_train, x_test = toy.sample(cfg["n_train"], seed=seed), toy.sample(cfg["n_test"], seed=seed + 1)
-  rbig_s, models = _models(2, cfg, x_train)
-  ref = toy.log_prob(x_test)
-  rows = {}
+def _compare(d, cfg, x_train, x_test, metric_name, metric, num_round_trip, seed):
+  """Training-free rbig, then the same training budget for every model; round-trip errors.
+
+  ``metric(log_probs) -> float`` scores a model on ``x_test``.
+  """
+  rbig_s, models = _models(d, cfg, x_train)
   gauss = models["gaussianization"]
-  rows["rbig (no training)"] = {
-      "kl": float(np.mean(ref - _log_prob(tff.flows.distribution(gauss, [2]), x_test))),
-      "fit_s": rbig_s}
+  rows = {"rbig (no training)": {
+      metric_name: metric(_log_prob(tff.flows.distribution(gauss, [d]), x_test)),
+      "fit_s": rbig_s}}
   for model, flow in models.items():
-    dist = tff.flows.distribution(flow, [2])
+    dist = tff.flows.distribution(flow, [d])
     timing = _train(dist, x_train, cfg["steps"], cfg["batch"], cfg["lr"], seed)
-    rows[model] = {"kl": float(np.mean(ref - _log_prob(dist, x_test))), **timing}
+    rows[model] = {metric_name: metric(_log_prob(dist, x_test)), **timing}
   rows["accuracy"] = {}
   for dtype in (tf.float32, tf.float64):
     flow = gauss if dtype == tf.float32 else tff.flows.rbig(
         x_train.astype(np.float64), num_layers=cfg["g_layers"],
         num_components=cfg["g_components"])
-    rows["accuracy"][dtype.name] = dict(zip(("data_round_trip", "latent_round_trip"),
-                                            _round_trips(flow, x_test[:2000], 2, dtype, seed)))
+    rows["accuracy"][dtype.name] = dict(zip(
+        ("data_round_trip", "latent_round_trip"),
+        _round_trips(flow, x_test[:num_round_trip], d, dtype, seed)))
   return rows
+
+
+def bench_toy(name, cfg, seed=0):
+  toy = tff.datasets.toy(name)
+  x_train, x_test = toy.sample(cfg["n_train"], seed=seed), toy.sample(cfg["n_test"], seed=seed + 1)
+  ref = toy.log_prob(x_test)
+  return _compare(2, cfg, x_train, x_test, "kl", lambda lp: float(np.mean(ref - lp)), 2000,
+                  seed)
 
 
 _ALPHA = 0.05  # logit preprocessing: p = alpha + (1 - 2 alpha) v / 17 in [alpha, 1 - alpha]
@@ -133,25 +142,8 @@ def _digits(seed):
 
 def bench_digits(cfg, seed=0):
   x_train, x_test, log_det = _digits(seed)
-  rbig_s, models = _models(64, cfg, x_train)
   bpd = lambda lp: float(-np.mean(lp + log_det) / (64 * np.log(2.)))
-  rows = {}
-  gauss = models["gaussianization"]
-  rows["rbig (no training)"] = {
-      "bits_per_dim": bpd(_log_prob(tff.flows.distribution(gauss, [64]), x_test)),
-      "fit_s": rbig_s}
-  for model, flow in models.items():
-    dist = tff.flows.distribution(flow, [64])
-    timing = _train(dist, x_train, cfg["steps"], cfg["batch"], cfg["lr"], seed)
-    rows[model] = {"bits_per_dim": bpd(_log_prob(dist, x_test)), **timing}
-  rows["accuracy"] = {}
-  for dtype in (tf.float32, tf.float64):
-    flow = gauss if dtype == tf.float32 else tff.flows.rbig(
-        x_train.astype(np.float64), num_layers=cfg["g_layers"],
-        num_components=cfg["g_components"])
-    rows["accuracy"][dtype.name] = dict(zip(("data_round_trip", "latent_round_trip"),
-                                            _round_trips(flow, x_test[:300], 64, dtype, seed)))
-  return rows
+  return _compare(64, cfg, x_train, x_test, "bits_per_dim", bpd, 300, seed)
 
 
 TOY = {"n_train": 20000, "n_test": 10000, "steps": 600, "batch": 256, "lr": 2e-3,

@@ -86,9 +86,15 @@ def attach_implicit_gradient(objective_fn, root, target):
   matching input element); it may close over trainable variables, whose gradients then flow
   correctly through the solution. ``target`` may also carry gradients.
   """
+  return _implicit_step(objective_fn, root, target)[0]
+
+
+def _implicit_step(objective_fn, root, target):
+  """(root with implicit gradients, |f(root) - target|) from one evaluation of f and f'."""
   root = tf.stop_gradient(root)
   value, slope = elementwise_derivative(objective_fn, root)
-  return root - (value - target) / tf.stop_gradient(slope)
+  residual = tf.abs(tf.stop_gradient(value - target))
+  return root - (value - target) / tf.stop_gradient(slope), residual
 
 
 def assert_converged(converged, what, validate_args):
@@ -485,7 +491,6 @@ def monotone_root(objective_fn, target, low, high, *, position_tolerance=None,
     for _ in range(min(UNROLLED_ITERATIONS, max_iterations)):
       state = body(*state)
     _, _, root, num_iterations, converged = tf.while_loop(cond, body, state)
-    residual = tf.abs(residual_and_slope(root)[0])
     deps = assert_converged(converged, name, validate_args)
     if validate_args:
       deps.append(tf.debugging.assert_less_equal(
@@ -495,5 +500,5 @@ def monotone_root(objective_fn, target, low, high, *, position_tolerance=None,
           residual_and_slope(high)[0], tf.zeros([], dtype),
           message=f"{name}: invalid bracket, f(high) < target."))
     with tf.control_dependencies(deps):
-      root = attach_implicit_gradient(objective_fn, root, target)
+      root, residual = _implicit_step(objective_fn, root, target)
     return RootResult(root, num_iterations, converged, residual)
