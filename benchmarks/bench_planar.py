@@ -1,20 +1,26 @@
 """Inverse accuracy and cost of planar and radial stacks (issue 4).
 
-For a stack of K (default 32) layers with random parameters on 2-D events, over N (default
-100k) standard-normal points z:
+For a stack of K (default 32) layers on 2-D events, over N (default 100k) standard-normal
+points z:
 
 * ``max |f^-1(f(z)) - z|`` (the inverse gets a fresh copy of f(z), so no cache answers it);
 * for float32, the conditioning floor: the same parameters in float64 inverting the same
   float32 outputs (what rounding f(z) to float32 costs, whatever solver inverts it);
 * mean iterations of the tanh inverse's root finder (over layers and points);
-* forward and inverse wall time (``tf.function(jit_compile=True)``, median of repeats) and their
-  ratio, next to TFP's own ``MaskedAutoregressiveFlow`` stack of the same depth (MADE with one
-  hidden layer of 8 units) in the same run, for scale.
+* forward and inverse wall time (``tf.function(jit_compile=True)``; forward and inverse calls
+  interleaved, median of repeats) and their ratio, next to TFP's own
+  ``MaskedAutoregressiveFlow`` stack of the same depth (MADE with one hidden layer of 8 units)
+  in the same run, for scale.
+
+Parameters: every family with random parameters (identity initialisation plus N(0, 0.5²)
+noise on every variable, ``--scale``); planar-tanh also at smaller noise, and *trained*: 32-layer
+planar flows fitted by reverse KL to the U1-U4 energies of Rezende & Mohamed (the VI example's
+``fit``, ``--trained-steps`` Adam steps each), which is how planar stacks are used.
 
 Targets (issue 4): round trip <= 1e-5 (float32) and <= 1e-10 (float64); inverse <= 10x forward.
 
-    python benchmarks/bench_planar.py            # full run (a few minutes on 2 CPU cores)
-    python benchmarks/bench_planar.py --quick    # smoke run: 2k points, 8 layers
+    python benchmarks/bench_planar.py            # full run (~6 minutes on 2 CPU cores)
+    python benchmarks/bench_planar.py --quick    # smoke run: 2k points, 8 layers, 20 VI steps
 
 Writes ``benchmarks/results/planar.json``.
 """
@@ -22,6 +28,7 @@ Writes ``benchmarks/results/planar.json``.
 import argparse
 import json
 import os
+import sys
 import time
 
 import numpy as np
@@ -29,18 +36,23 @@ import tensorflow as tf
 
 import tfp_flows as tff
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples"))
+import planar_vi  # noqa: E402  (the U1-U4 energies and the VI fit of the example)
+
 TARGETS = {"float32": 1e-5, "float64": 1e-10}
 
 
-def _time(fn, arg, repeats):
-  fn(arg)  # compile
-  times = []
+def _time_pair(forward, z, inverse, y, repeats):
+  """Median wall times of forward(z) and inverse(y), calls interleaved (same machine state)."""
+  forward(z)  # compile
+  inverse(y)
+  times = {"forward": [], "inverse": []}
   for _ in range(repeats):
-    start = time.perf_counter()
-    out = fn(arg)
-    tf.nest.map_structure(lambda t: t.numpy(), out)
-    times.append(time.perf_counter() - start)
-  return float(np.median(times))
+    for key, fn, arg in (("forward", forward, z), ("inverse", inverse, y)):
+      start = time.perf_counter()
+      fn(arg).numpy()
+      times[key].append(time.perf_counter() - start)
+  return float(np.median(times["forward"])), float(np.median(times["inverse"]))
 
 
 def _mean_iterations(flow, y):
@@ -55,63 +67,96 @@ def _mean_iterations(flow, y):
   return float(np.mean(counts)) if counts else 0.
 
 
-def bench_flow(family, activation, dtype, num_layers, seed):
-  if family == "planar":
-    return tff.flows.planar([2], num_layers=num_layers, activation=activation, dtype=dtype,
-                            seed=seed)
-  if family == "radial":
-    return tff.flows.radial([2], num_layers=num_layers, dtype=dtype, seed=seed)
-  return tff.flows.maf([2], num_layers=num_layers, hidden_units=[8], dtype=dtype, seed=seed)
-
-
-def bench_one(family, activation, dtype, num_layers, num_points, repeats, seed):
-  flow = bench_flow(family, activation, dtype, num_layers, seed)
-  tff.testing.randomize_variables(flow, scale=0.5 if family != "maf" else 0.1, seed=seed)
+def bench_one(flow, name, params, dtype, num_layers, num_points, repeats, seed):
   z = tf.constant(np.random.default_rng(seed).standard_normal((num_points, 2)), dtype)
-  forward = tf.function(flow.forward, jit_compile=True)
-  inverse = tf.function(flow.inverse, jit_compile=True)
+  forward = tf.function(lambda x: flow.forward(x), jit_compile=True)
+  inverse = tf.function(lambda x: flow.inverse(x), jit_compile=True)
   y = forward(z)
   z_back = inverse(tf.constant(np.array(y)))
   err = float(np.max(np.abs(np.asarray(z_back, np.float64) - np.asarray(z, np.float64))))
   floor = None
-  if dtype == tf.float32 and family != "maf":
+  if dtype == tf.float32 and name != "maf":
     # Conditioning floor: the same parameters in float64 invert the same float32 outputs y; the
     # error left is what rounding y to float32 costs, whatever the float32 solver does.
-    flow64 = bench_flow(family, activation, tf.float64, num_layers, seed)
-    for v64, v32 in zip(flow64.trainable_variables, flow.trainable_variables):
-      v64.assign(tf.cast(v32, tf.float64))
-    z64 = tf.function(flow64.inverse, jit_compile=True)(tf.cast(tf.constant(np.array(y)),
-                                                                tf.float64))
+    flow64 = _float64_copy(flow, name)
+    z64 = tf.function(lambda x: flow64.inverse(x), jit_compile=True)(
+        tf.cast(tf.constant(np.array(y)), tf.float64))
     floor = float(np.max(np.abs(np.asarray(z64) - np.asarray(z, np.float64))))
-  t_fwd = _time(forward, tf.constant(np.array(z)), repeats)
-  t_inv = _time(inverse, tf.constant(np.array(y)), repeats)
-  iters = _mean_iterations(flow, tf.constant(np.array(y))) if family == "planar" else 0.
-  name = family if family != "planar" else f"planar-{activation}"
-  return dict(flow=name, dtype=dtype.name, layers=num_layers, points=num_points,
-              max_round_trip_error=err, float64_inverse_of_same_outputs=floor,
-              mean_root_iterations=iters,
+  t_fwd, t_inv = _time_pair(forward, tf.constant(np.array(z)), inverse,
+                            tf.constant(np.array(y)), repeats)
+  iters = _mean_iterations(flow, tf.constant(np.array(y))) if name.startswith("planar") else 0.
+  return dict(flow=name, params=params, dtype=dtype.name, layers=num_layers,
+              points=num_points, max_round_trip_error=err,
+              float64_inverse_of_same_outputs=floor, mean_root_iterations=iters,
               forward_ms=1e3 * t_fwd, inverse_ms=1e3 * t_inv, inverse_over_forward=t_inv / t_fwd)
+
+
+def _build(name, dtype, num_layers, seed):
+  if name.startswith("planar"):
+    return tff.flows.planar([2], num_layers=num_layers, activation=name[len("planar-"):],
+                            dtype=dtype, seed=seed)
+  if name == "radial":
+    return tff.flows.radial([2], num_layers=num_layers, dtype=dtype, seed=seed)
+  return tff.flows.maf([2], num_layers=num_layers, hidden_units=[8], dtype=dtype, seed=seed)
+
+
+def _float64_copy(flow, name):
+  flow64 = _build(name, tf.float64, len(flow.bijectors), seed=0)
+  for v64, v32 in zip(flow64.trainable_variables, flow.trainable_variables):
+    v64.assign(tf.cast(v32, tf.float64))
+  return flow64
+
+
+def random_flow(name, dtype, num_layers, scale, seed):
+  flow = _build(name, dtype, num_layers, seed)
+  tff.testing.randomize_variables(flow, scale=scale if name != "maf" else 0.1, seed=seed)
+  return flow
+
+
+def trained_flow(potential, num_layers, steps, seed):
+  """A float32 planar-tanh stack fitted to exp(-U) by reverse KL (the VI example's fit)."""
+  q, losses, seconds = planar_vi.fit(potential, num_layers, steps, sample_size=256,
+                                     learning_rate=1e-2, seed=seed)
+  return q.bijector, float(np.mean(losses[-max(1, steps // 10):])), seconds
 
 
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--quick", action="store_true", help="smoke run: 2k points, 8 layers")
+  parser.add_argument("--quick", action="store_true",
+                      help="smoke run: 2k points, 8 layers, 20 VI steps")
   parser.add_argument("--layers", type=int, default=32)
   parser.add_argument("--points", type=int, default=100_000)
-  parser.add_argument("--repeats", type=int, default=5)
+  parser.add_argument("--repeats", type=int, default=15)
+  parser.add_argument("--scale", type=float, default=0.5,
+                      help="std of the noise added to every variable of the random stacks")
+  parser.add_argument("--trained-steps", type=int, default=500,
+                      help="Adam steps of each U1-U4 VI fit (0: skip the trained stacks)")
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results",
                                                     "planar.json"))
   args = parser.parse_args(argv)
   if args.quick:
-    args.layers, args.points, args.repeats = 8, 2000, 2
+    args.layers, args.points, args.repeats, args.trained_steps = 8, 2000, 2, 20
+  run = lambda flow, name, params, dtype: bench_one(flow, name, params, dtype, args.layers,
+                                                    args.points, args.repeats, args.seed)
 
   rows = []
+  random_params = f"random {args.scale:g}"
   for dtype in (tf.float32, tf.float64):
-    for family, activation in (("planar", "tanh"), ("planar", "leaky_relu"), ("radial", None),
-                               ("maf", None)):
-      rows.append(bench_one(family, activation, dtype, args.layers, args.points, args.repeats,
-                            args.seed))
+    for name in ("planar-tanh", "planar-leaky_relu", "radial", "maf"):
+      rows.append(run(random_flow(name, dtype, args.layers, args.scale, args.seed), name,
+                      random_params, dtype))
+  for scale in (0.1, 0.25):
+    rows.append(run(random_flow("planar-tanh", tf.float32, args.layers, scale, args.seed),
+                    "planar-tanh", f"random {scale:g}", tf.float32))
+  for potential in ("U1", "U2", "U3", "U4") if args.trained_steps > 0 else ():
+    flow, loss, seconds = trained_flow(potential, args.layers, args.trained_steps, args.seed)
+    params = f"VI-fit {potential}"
+    for dtype in (tf.float32, tf.float64):
+      row = run(flow if dtype == tf.float32 else _float64_copy(flow, "planar-tanh"),
+                "planar-tanh", params, dtype)
+      row.update(vi_steps=args.trained_steps, vi_final_loss=loss, vi_seconds=seconds)
+      rows.append(row)
   # Ratios to TFP's MAF stack of the same depth and dtype, measured in this run.
   for row in rows:
     ref = next(r for r in rows if r["flow"] == "maf" and r["dtype"] == row["dtype"])
@@ -121,16 +166,16 @@ def main(argv=None):
     row["meets_accuracy_target"] = row["max_round_trip_error"] <= target
     row["meets_speed_target"] = row["inverse_over_forward"] <= 10.
 
-  header = (f"{'flow':<18}{'dtype':<9}{'K':>3}{'points':>8}{'max|f^-1(f(z))-z|':>19}"
-            f"{'f64 floor':>11}"
+  header = (f"{'flow':<18}{'parameters':<13}{'dtype':<9}{'K':>3}{'points':>8}"
+            f"{'max|f^-1(f(z))-z|':>19}{'f64 floor':>11}"
             f"{'iters':>7}{'fwd ms':>9}{'inv ms':>9}{'inv/fwd':>9}{'inv/TFP MAF':>13}")
   print(header)
   print("-" * len(header))
   for r in rows:
-    print(f"{r['flow']:<18}{r['dtype']:<9}{r['layers']:>3}{r['points']:>8}"
+    print(f"{r['flow']:<18}{r['params']:<13}{r['dtype']:<9}{r['layers']:>3}{r['points']:>8}"
           f"{r['max_round_trip_error']:>19.2e}"
           f"{r['float64_inverse_of_same_outputs'] or float('nan'):>11.2e}"
-          f"{r['mean_root_iterations']:>7.1f}"
+          f"{r['mean_root_iterations']:>7.2f}"
           f"{r['forward_ms']:>9.1f}{r['inverse_ms']:>9.1f}{r['inverse_over_forward']:>9.2f}"
           f"{r['inverse_vs_tfp_maf']:>13.2f}")
   os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)

@@ -1,5 +1,7 @@
 """Tests of the shared solvers and special functions in tfp_flows.numerics."""
 
+from decimal import Decimal, getcontext
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -349,3 +351,125 @@ def test_monotone_root_newton_reports_non_convergence_and_bad_brackets():
                                    validate_args=True)
   with pytest.raises(tf.errors.InvalidArgumentError, match="invalid bracket"):
     numerics.monotone_root(fn, target, target + 1., target + 2., validate_args=True)
+
+
+def test_monotone_root_accepts_a_newton_step_below_an_ulp_at_the_bracket_edge():
+  # Regression: a converged Newton step that rounding put on the bracket's edge was rejected
+  # and replaced by bisection, restarting the search (22 iterations instead of 5 here).
+  m = tf.constant(-0.617, tf.float32)
+  target = tf.constant(np.linspace(-10., 10., 20001), tf.float32)
+  half = 0.617 * (1. + 4e-7) + 1e-6 * (1. + tf.abs(target))
+  res = numerics.monotone_root(_planar_scalar(m), target, target - half, target + half)
+  assert res.converged.numpy().all()
+  assert res.num_iterations.numpy().max() <= 8
+
+
+# --- x_minus_tanh and one_sided_newton --------------------------------------------------------
+
+def _decimal_tanh(d):
+  e = (2 * d).exp()
+  return (e - 1) / (e + 1)
+
+
+def _reference_x_minus_tanh(x):
+  getcontext().prec = 120
+  d = Decimal(float(x))
+  if abs(x) < 1e-8:  # the series is exact to far below double precision here
+    return float(d ** 3 / 3 - 2 * d ** 5 / 15)
+  return float(d - _decimal_tanh(d))
+
+
+@pytest.mark.parametrize("dtype,ulps", [(tf.float32, 60), (tf.float64, 60)])
+def test_x_minus_tanh_has_full_relative_precision(dtype, ulps):
+  x = np.concatenate([np.logspace(-12, 1.5, 800), [0.24999, 0.25, 0.25001]])
+  x = x.astype(dtype.as_numpy_dtype)
+  ref = np.array([_reference_x_minus_tanh(v) for v in x.astype(np.float64)])
+  got = numerics.x_minus_tanh(tf.constant(x)).numpy().astype(np.float64)
+  eps = np.finfo(dtype.as_numpy_dtype).eps
+  normal = ref > np.finfo(dtype.as_numpy_dtype).tiny / eps  # away from underflow of x^3
+  np.testing.assert_array_less(np.abs(got - ref)[normal] / ref[normal], ulps * eps)
+  np.testing.assert_array_equal(numerics.x_minus_tanh(tf.constant(-x)).numpy(), -got)
+
+
+def _planar_value_and_slope(p):
+  # x + (p - 1) tanh(x) without cancellation, as Planar evaluates it; increasing for p > 0.
+  def fn(x):
+    th = tf.tanh(x)
+    sech2 = 1. - tf.square(th)
+    return (numerics.x_minus_tanh(x) + p * th, tf.square(th) + p * sech2,
+            2. * (1. - p) * th * sech2)
+  return fn
+
+
+def _reference_planar_root(x, p, t):
+  getcontext().prec = 80
+  xd, pd, td = Decimal(float(x)), Decimal(float(p)), Decimal(float(t))
+  for _ in range(8):  # Newton from the float root: 1e-7 -> 1e-56 in a handful of steps
+    th = _decimal_tanh(xd)
+    xd -= (xd + (pd - 1) * th - td) / (1 + (pd - 1) * (1 - th * th))
+  return float(xd)
+
+
+@pytest.mark.parametrize("dtype,tol", [(tf.float32, 1e-6), (tf.float64, 1e-14)])
+def test_one_sided_newton_on_the_planar_equation_up_to_the_boundary(dtype, tol):
+  from tfp_flows.bijectors.planar import Planar
+  eps = np.finfo(dtype.as_numpy_dtype).eps
+  p_values = np.array([eps, 1e-5, 1e-2, 0.5, 1., 3., 1e4])
+  t_values = np.concatenate([-np.logspace(-30, 3, 12), [0.], np.logspace(-30, 3, 12)])
+  p_grid, t_grid = np.meshgrid(p_values, t_values, indexing="ij")
+  p = tf.constant(p_grid, dtype)
+  t = tf.constant(t_grid, dtype)
+  start = Planar._tanh_start(t, p)  # pylint: disable=protected-access
+  solve = lambda t, s: numerics.one_sided_newton(_planar_value_and_slope(p), t, s, t)
+  for mode in (lambda f: f, lambda f: tf.function(f, jit_compile=True)):
+    res = mode(solve)(t, start)
+    assert res.converged.numpy().all()
+    assert res.num_iterations.numpy().max() <= 40
+    x = res.root.numpy().astype(np.float64)
+    ref = np.array([_reference_planar_root(*args) for args in
+                    zip(x.ravel(), p.numpy().ravel(), t.numpy().ravel())]).reshape(x.shape)
+    np.testing.assert_array_less(np.abs(x - ref) / (1. + np.abs(ref)), tol)
+
+
+def test_one_sided_newton_implicit_gradients_match_finite_differences():
+  p = tf.Variable(0.3, dtype=tf.float64)
+  target = tf.constant([-3., 0.05, 2., 9.], tf.float64)
+
+  def root_at(p_value, t):
+    from tfp_flows.bijectors.planar import Planar
+    start = Planar._tanh_start(t, p_value)  # pylint: disable=protected-access
+    return numerics.one_sided_newton(_planar_value_and_slope(p_value), t, start, t).root
+
+  with tf.GradientTape(persistent=True) as tape:
+    tape.watch(target)
+    loss = tf.reduce_sum(root_at(tf.convert_to_tensor(p), target) ** 2)
+  g_p, g_t = tape.gradient(loss, p).numpy(), tape.gradient(loss, target).numpy()
+  eps = 1e-6
+
+  def loss_at(pv, t):
+    return float(tf.reduce_sum(root_at(tf.constant(pv, tf.float64),
+                                       tf.constant(t, tf.float64)) ** 2))
+
+  t0 = target.numpy()
+  np.testing.assert_allclose(g_p, (loss_at(0.3 + eps, t0) - loss_at(0.3 - eps, t0)) / (2 * eps),
+                             rtol=1e-7)
+  for i in range(4):
+    e = np.zeros(4)
+    e[i] = eps
+    np.testing.assert_allclose(g_t[i], (loss_at(0.3, t0 + e) - loss_at(0.3, t0 - e)) / (2 * eps),
+                               rtol=1e-7)
+
+
+def test_one_sided_newton_reports_a_violated_bracket_instead_of_a_wrong_root():
+  fn = _planar_value_and_slope(tf.constant(0.1, tf.float64))
+  target = tf.constant([0.3, 5.], tf.float64)
+  # The root of x - 0.9 tanh(x) = 5 is ~5.9, outside [5, 5.5]: the clipped iterate sits on the
+  # edge with a large Newton step, which never counts as converged.
+  res = numerics.one_sided_newton(fn, target, target + 0.5, target)
+  assert not res.converged.numpy()[1] and res.num_iterations.numpy()[1] == 100
+  with pytest.raises(tf.errors.InvalidArgumentError, match="did not converge"):
+    numerics.one_sided_newton(fn, target, target + 0.5, target, validate_args=True)
+  capped = numerics.one_sided_newton(fn, target, target + 2., target, max_iterations=1)
+  assert not capped.converged.numpy().all()
+  with pytest.raises(ValueError, match="max_iterations"):
+    numerics.one_sided_newton(fn, target, target, target, max_iterations=0)

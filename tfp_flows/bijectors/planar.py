@@ -25,14 +25,19 @@ Inverse: with ``t = wᵀy + b`` and ``x = wᵀz + b`` the scalar equation along 
 
     x + wᵀû h(x) = t,
 
-increasing in x. Leaky-ReLU: ``x = t / (1 + h'(t) wᵀû)`` in closed form. Tanh: since
-``|h| <= 1`` the root lies in ``[t - |wᵀû|, t + |wᵀû|]``, and
-``numerics.monotone_root`` (vectorised safeguarded Newton on that bracket,
-implicit-function-theorem gradients) solves it to a relative position tolerance
-``numerics.default_tolerance(dtype)`` (1e-6 float32, 1e-12 float64; the last Newton step and
-the implicit-gradient polish make the error much smaller) with at most ``max_iterations``
-(100) iterations; with ``validate_args=True`` non-convergence raises. Then
-``z = y - û h(x)``.
+increasing in x. Leaky-ReLU: ``x = t / (1 + h'(t) wᵀû)`` in closed form. Tanh: with
+``c = wᵀû = p - 1`` the map ``g(x) = x + c tanh(x)`` is odd, concave on x >= 0 for c >= 0 and
+convex there for c < 0, and the root lies between t and the tighter of the bounds
+``t - c sign(t)`` and ``t / p``. ``numerics.one_sided_newton`` starts from that bound, on the
+side from which Newton's iterates approach the root monotonically (Fourier's condition), so
+no step overshoots and no bisection is needed: about 1.5 (float32) / 2.2 (float64) steps per
+point on random stacks, a handful of fused element-wise operations each. The residual is
+evaluated as ``(x - tanh x) + p tanh x`` (``numerics.x_minus_tanh``), two terms of one sign, so
+it keeps full relative precision at the invertibility boundary p -> 0 where ``x + c tanh x``
+cancels. It stops at a relative position tolerance ``numerics.default_tolerance(dtype)`` (1e-6
+float32, 1e-12 float64; the final implicit-gradient Newton step makes the error much smaller)
+with at most ``max_iterations`` (100) iterations; with ``validate_args=True`` non-convergence
+raises. Gradients come from implicit differentiation. Then ``z = y - û h(x)``.
 
 Radial::
 
@@ -62,8 +67,8 @@ log-dets have the broadcast batch shape of the input and the parameters.
 
 [1] Rezende, Mohamed. Variational Inference with Normalizing Flows. ICML 2015 (appendix A:
     the constraint on û and the radial flow).
-[2] Chandrupatla. A new hybrid quadratic/bisection algorithm for finding the zero of a
-    nonlinear function without using derivatives. Adv. Eng. Software 28, 1997.
+[2] Fourier's condition for monotone Newton convergence: e.g. Ostrowski, Solution of
+    Equations and Systems of Equations, 2nd ed., Academic Press 1966, ch. 7.
 """
 
 import numpy as np
@@ -258,17 +263,42 @@ class Planar(_base.DtypeChecked, tfb.Bijector):
     return _base.check_input(t, (self._event_size,), name=self.name,
                              validate_args=self.validate_args, what=what)
 
+  def _project(self, x, w, b):
+    """wᵀx + b over the event axis."""
+    if self._activation == "leaky_relu":
+      # As a contraction (a dot), not multiply-and-reduce: with only cheap element-wise ops
+      # between layers, XLA would otherwise fuse the whole chain x_1 ... x_k into every
+      # layer's reduction and recompute it there, O(K^2) work for K stacked layers (a 32-layer
+      # forward took 40 ms instead of 5 on CPU). tanh is costly enough that XLA does not
+      # duplicate it, and the fused reduction is faster there.
+      return tf.einsum("...i,...i->...", x, w) + b
+    return tf.reduce_sum(w * x, axis=-1) + b
+
   def _forward(self, x):
     x = self._check(x, "x")
     u_hat, w, b, _, _, _ = self.constrained_parameters()
-    a = tf.reduce_sum(w * x, axis=-1) + b
-    return x + u_hat * self._h(a)[..., tf.newaxis]
+    return x + u_hat * self._h(self._project(x, w, b))[..., tf.newaxis]
 
   def _forward_log_det_jacobian(self, x):
     x = self._check(x, "x")
     _, w, b, _, p, ok = self.constrained_parameters()
-    a = tf.reduce_sum(w * x, axis=-1) + b
-    return self._log_slope(a, p, ok)
+    return self._log_slope(self._project(x, w, b), p, ok)
+
+  @staticmethod
+  def _tanh_start(t, p):
+    """A Newton start for ``x + c tanh(x) = t`` (c = p - 1) from which Newton cannot overshoot.
+
+    g(x) = x + c tanh(x) is odd, so the root has the sign of t; take s = |t| >= 0. On x >= 0, g
+    is concave for c >= 0 and convex for c < 0, and both ``s - c`` (as |tanh| <= 1) and
+    ``s / p`` (the tangent at 0, slope 1 + c = p) bound the root: from below when c >= 0
+    (concave: Newton from the left moves monotonically right), from above when c < 0 (convex:
+    Newton from the right moves monotonically left). The tighter bound is the start; t itself
+    bounds the root on the other side (g(x) - x = c tanh(x) has the sign of c x).
+    """
+    s = tf.abs(t)
+    tangent, offset = s / p, s + (1. - p)
+    start = tf.where(p >= 1., tf.maximum(tangent, offset), tf.minimum(tangent, offset))
+    return tf.where(t < 0., -start, start)
 
   def solve_inverse(self, y):
     """Inverts ``y``; returns ``(z, info)``.
@@ -277,7 +307,9 @@ class Planar(_base.DtypeChecked, tfb.Bijector):
     (for leaky-ReLU: the closed-form root, zero iterations, converged everywhere).
     """
     y = self._check(y, "y")
-    u_hat, w, b, wtu_hat, p, ok = self.constrained_parameters()
+    u_hat, w, b, _, p, ok = self.constrained_parameters()
+    # A fused reduction here: the inverse's layers contain divisions, which XLA does not
+    # duplicate, so the O(K^2) fusion of the forward (see _project) cannot happen.
     t = tf.reduce_sum(w * y, axis=-1) + b
     if self._activation == "leaky_relu":
       hp = self._h_prime(t)
@@ -286,17 +318,24 @@ class Planar(_base.DtypeChecked, tfb.Bijector):
       info = numerics.RootResult(x, tf.zeros_like(t, tf.int32), tf.ones_like(t, tf.bool),
                                  tf.zeros_like(t))
     else:
-      wtu_hat = tf.broadcast_to(wtu_hat, tf.shape(t))
-      dtype = t.dtype
-      tol = self._tolerance or numerics.default_tolerance(dtype)
-      # |wᵀû tanh| <= |wᵀû|: the root is in [t - |wᵀû|, t + |wᵀû|], widened by a hair so
-      # rounding cannot invalidate the bracket.
-      half_width = tf.abs(wtu_hat) * (1. + 4. * np.finfo(dtype.as_numpy_dtype).eps) + \
-          tol * (1. + tf.abs(t))
-      info = numerics.monotone_root(
-          lambda s: s + wtu_hat * tf.tanh(s), t, t - half_width, t + half_width,
-          position_tolerance=tol, max_iterations=self._max_iterations,
-          validate_args=self.validate_args, name=f"{self.name}_tanh_inverse")
+      # Where ok is False the layer is a translation: c = wᵀû = 0, i.e. p = 1 + c = 1.
+      p = tf.broadcast_to(tf.where(ok, p, tf.ones_like(p)), tf.shape(t))
+      start = self._tanh_start(t, p)
+
+      def value_and_slope(s):
+        # x + c tanh(x) with c = p - 1, written as (x - tanh x) + p tanh x: two terms of the
+        # same sign, so the residual keeps its relative precision right at the boundary
+        # (p -> 0), where x + c tanh(x) would cancel to ~ eps |x|. Likewise the slope
+        # 1 + c sech² = tanh² + p sech².
+        th = tf.tanh(s)
+        sech2 = 1. - tf.square(th)
+        return (numerics.x_minus_tanh(s) + p * th, tf.square(th) + p * sech2,
+                2. * (1. - p) * th * sech2)
+
+      info = numerics.one_sided_newton(
+          value_and_slope, t, start, t, position_tolerance=self._tolerance,
+          max_iterations=self._max_iterations, validate_args=self.validate_args,
+          name=f"{self.name}_tanh_inverse")
       x = info.root
     return y - u_hat * self._h(x)[..., tf.newaxis], info
 
