@@ -7,6 +7,7 @@ import pytest
 import tensorflow as tf
 
 from tfp_flows import numerics
+from tfp_flows.bijectors.planar import Planar
 
 
 # --- monotone_root -------------------------------------------------------------------------
@@ -313,32 +314,38 @@ def test_monotone_root_newton_accuracy_and_xla(dtype, tol):
   np.testing.assert_allclose(x ** 3 + 0.7 * x, target.numpy(), rtol=tol, atol=tol * 30)
 
 
-def test_monotone_root_newton_implicit_gradients_match_finite_differences():
-  m = tf.Variable(-0.8, dtype=tf.float64)
+def _check_root_gradients(root_at, theta, rtol):
+  """Gradients of sum(root^2) w.r.t. a scalar parameter and the targets vs central differences.
+
+  ``root_at(theta, targets)`` returns the roots; theta is a float, the targets are fixed.
+  """
+  theta_var = tf.Variable(theta, dtype=tf.float64)
   target = tf.constant([-3., 0.05, 2., 9.], tf.float64)
-
-  def root_at(m_value, t):
-    fn = _planar_scalar(m_value)
-    return numerics.monotone_root(fn, t, t - 1., t + 1.).root
-
   with tf.GradientTape(persistent=True) as tape:
     tape.watch(target)
-    loss = tf.reduce_sum(root_at(m, target) ** 2)
-  g_m, g_t = tape.gradient(loss, m).numpy(), tape.gradient(loss, target).numpy()
+    loss = tf.reduce_sum(root_at(tf.convert_to_tensor(theta_var), target) ** 2)
+  g_theta = tape.gradient(loss, theta_var).numpy()
+  g_t = tape.gradient(loss, target).numpy()
   eps = 1e-6
 
-  def loss_at(mv, t):
-    return float(tf.reduce_sum(root_at(tf.constant(mv, tf.float64),
+  def loss_at(th, t):
+    return float(tf.reduce_sum(root_at(tf.constant(th, tf.float64),
                                        tf.constant(t, tf.float64)) ** 2))
 
   t0 = target.numpy()
-  np.testing.assert_allclose(g_m, (loss_at(-0.8 + eps, t0) - loss_at(-0.8 - eps, t0)) / (2 * eps),
-                             rtol=1e-6)
-  for i in range(4):
-    e = np.zeros(4)
+  np.testing.assert_allclose(
+      g_theta, (loss_at(theta + eps, t0) - loss_at(theta - eps, t0)) / (2 * eps), rtol=rtol)
+  for i in range(len(t0)):
+    e = np.zeros(len(t0))
     e[i] = eps
-    np.testing.assert_allclose(g_t[i], (loss_at(-0.8, t0 + e) - loss_at(-0.8, t0 - e)) / (2 * eps),
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        g_t[i], (loss_at(theta, t0 + e) - loss_at(theta, t0 - e)) / (2 * eps), rtol=rtol)
+
+
+def test_monotone_root_newton_implicit_gradients_match_finite_differences():
+  _check_root_gradients(
+      lambda m, t: numerics.monotone_root(_planar_scalar(m), t, t - 1., t + 1.).root,
+      theta=-0.8, rtol=1e-6)
 
 
 def test_monotone_root_newton_reports_non_convergence_and_bad_brackets():
@@ -412,7 +419,6 @@ def _reference_planar_root(x, p, t):
 
 @pytest.mark.parametrize("dtype,tol", [(tf.float32, 1e-6), (tf.float64, 1e-14)])
 def test_one_sided_newton_on_the_planar_equation_up_to_the_boundary(dtype, tol):
-  from tfp_flows.bijectors.planar import Planar
   eps = np.finfo(dtype.as_numpy_dtype).eps
   p_values = np.array([eps, 1e-5, 1e-2, 0.5, 1., 3., 1e4])
   t_values = np.concatenate([-np.logspace(-30, 3, 12), [0.], np.logspace(-30, 3, 12)])
@@ -432,32 +438,11 @@ def test_one_sided_newton_on_the_planar_equation_up_to_the_boundary(dtype, tol):
 
 
 def test_one_sided_newton_implicit_gradients_match_finite_differences():
-  p = tf.Variable(0.3, dtype=tf.float64)
-  target = tf.constant([-3., 0.05, 2., 9.], tf.float64)
+  def root_at(p, t):
+    start = Planar._tanh_start(t, p)  # pylint: disable=protected-access
+    return numerics.one_sided_newton(_planar_value_and_slope(p), t, start, t).root
 
-  def root_at(p_value, t):
-    from tfp_flows.bijectors.planar import Planar
-    start = Planar._tanh_start(t, p_value)  # pylint: disable=protected-access
-    return numerics.one_sided_newton(_planar_value_and_slope(p_value), t, start, t).root
-
-  with tf.GradientTape(persistent=True) as tape:
-    tape.watch(target)
-    loss = tf.reduce_sum(root_at(tf.convert_to_tensor(p), target) ** 2)
-  g_p, g_t = tape.gradient(loss, p).numpy(), tape.gradient(loss, target).numpy()
-  eps = 1e-6
-
-  def loss_at(pv, t):
-    return float(tf.reduce_sum(root_at(tf.constant(pv, tf.float64),
-                                       tf.constant(t, tf.float64)) ** 2))
-
-  t0 = target.numpy()
-  np.testing.assert_allclose(g_p, (loss_at(0.3 + eps, t0) - loss_at(0.3 - eps, t0)) / (2 * eps),
-                             rtol=1e-7)
-  for i in range(4):
-    e = np.zeros(4)
-    e[i] = eps
-    np.testing.assert_allclose(g_t[i], (loss_at(0.3, t0 + e) - loss_at(0.3, t0 - e)) / (2 * eps),
-                               rtol=1e-7)
+  _check_root_gradients(root_at, theta=0.3, rtol=1e-7)
 
 
 def test_one_sided_newton_reports_a_violated_bracket_instead_of_a_wrong_root():

@@ -461,13 +461,24 @@ def _attach_adjoint_gradient(update_fn, solution, args, tol, max_iterations, val
   return attach(*args)
 
 
-# --- Bracketed monotone root finding (planar-tanh, Gaussianization inverses) ---------------
+# --- Bracketed monotone root finding (Gaussianization inverses) ----------------------------
 # Newton steps from the bracket's midpoint, replaced by bisection whenever a step would leave
 # the current bracket (or is not finite); the bracket shrinks every iteration around the sign
 # change, so the method converges for every increasing objective and quadratically near a
 # simple root. Written for XLA: every division is guarded, so no NaN can enter the loop state.
 
 UNROLLED_ITERATIONS = 4
+
+
+def _solver_inputs(target, bounds, position_tolerance):
+  """(target, target without gradients, its shape, bounds broadcast to it without gradients,
+  tolerance) for the root finders."""
+  target = tf.convert_to_tensor(target)
+  shape = tf.shape(target)
+  bounds = [tf.stop_gradient(tf.broadcast_to(tf.convert_to_tensor(b, target.dtype), shape))
+            for b in bounds]
+  tol = position_tolerance if position_tolerance is not None else default_tolerance(target.dtype)
+  return target, tf.stop_gradient(target), shape, bounds, tol
 
 
 def monotone_root(objective_fn, target, low, high, *, position_tolerance=None,
@@ -479,21 +490,19 @@ def monotone_root(objective_fn, target, low, high, *, position_tolerance=None,
   the element-wise objective may close over variables (gradients flow to them through the
   implicit step, see the module docstring). Safeguarded Newton: each step is Newton's (the
   derivative from autodiff of ``objective_fn``) when it stays inside the shrinking bracket,
-  else bisection, so it converges for any increasing objective. An element stops when its Newton/bisection step or its bracket
-  is below ``position_tolerance * (1 + |x|)`` (``default_tolerance(dtype)`` if None) or its
-  residual is exactly 0; ``converged`` is False where ``max_iterations`` was reached first.
+  else bisection, so it converges for any increasing objective. An element stops when its
+  Newton/bisection step or its bracket is below ``position_tolerance * (1 + |x|)``
+  (``default_tolerance(dtype)`` if None) or its residual is exactly 0; a Newton step below
+  that tolerance is accepted even where rounding puts it on the bracket's edge. ``converged``
+  is False where ``max_iterations`` was reached first.
 
   Returns:
     ``RootResult`` (root with implicit gradients, per-element iterations, converged, residual).
   """
   with tf.name_scope(name):
-    target = tf.convert_to_tensor(target)
+    target, sg_target, shape, (low, high), tol = _solver_inputs(target, (low, high),
+                                                                position_tolerance)
     dtype = target.dtype
-    shape = tf.shape(target)
-    sg_target = tf.stop_gradient(target)
-    low = tf.stop_gradient(tf.broadcast_to(tf.convert_to_tensor(low, dtype), shape))
-    high = tf.stop_gradient(tf.broadcast_to(tf.convert_to_tensor(high, dtype), shape))
-    tol = position_tolerance if position_tolerance is not None else default_tolerance(dtype)
 
     def residual_and_slope(x):
       value, slope = elementwise_derivative(objective_fn, x)
@@ -584,14 +593,9 @@ def one_sided_newton(value_and_slope_fn, target, start, end, *, position_toleran
     ``RootResult`` (root with implicit gradients, per-element iterations, converged, residual).
   """
   with tf.name_scope(name):
-    target = tf.convert_to_tensor(target)
-    dtype = target.dtype
-    shape = tf.shape(target)
-    sg_target = tf.stop_gradient(target)
-    start = tf.stop_gradient(tf.broadcast_to(tf.convert_to_tensor(start, dtype), shape))
-    end = tf.stop_gradient(tf.broadcast_to(tf.convert_to_tensor(end, dtype), shape))
+    target, sg_target, shape, (start, end), tol = _solver_inputs(target, (start, end),
+                                                                 position_tolerance)
     low, high = tf.minimum(start, end), tf.maximum(start, end)
-    tol = position_tolerance if position_tolerance is not None else default_tolerance(dtype)
     max_iterations = int(max_iterations)
     if max_iterations < 1:
       raise ValueError(f"{name}: max_iterations must be >= 1, got {max_iterations}.")
