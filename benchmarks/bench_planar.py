@@ -19,7 +19,7 @@ planar flows fitted by reverse KL to the U1-U4 energies of Rezende & Mohamed (th
 
 Targets (issue 4): round trip <= 1e-5 (float32) and <= 1e-10 (float64); inverse <= 10x forward.
 
-    python benchmarks/bench_planar.py            # full run (~6 minutes on 2 CPU cores)
+    python benchmarks/bench_planar.py            # full run (~7 minutes on 2 CPU cores)
     python benchmarks/bench_planar.py --quick    # smoke run: 2k points, 8 layers, 20 VI steps
 
 Writes ``benchmarks/results/planar.json``.
