@@ -105,9 +105,12 @@ class DtypeChecked:
     return super().inverse_log_det_jacobian(y, *args, **kwargs)
 
 
-def init_flag(name="initialized"):
-  """A non-trainable boolean variable recording that data-dependent init has run."""
-  return tf.Variable(False, trainable=False, name=name)
+def init_flag(done=False, name="initialized"):
+  """A non-trainable boolean variable recording that data-dependent init has run.
+
+  ``done=True`` for layers built without data-dependent init (nothing left to run).
+  """
+  return tf.Variable(bool(done), trainable=False, name=name)
 
 
 def initialize_once(flag, init_fn):

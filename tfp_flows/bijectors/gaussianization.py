@@ -165,9 +165,7 @@ class MarginalGaussianization(_base.DtypeChecked, tfb.Bijector):
       self._raw_bandwidth = tf.Variable(tf.fill([d, k], tf.constant(raw, dtype)),
                                         name="raw_bandwidths")
       self._logits = tf.Variable(tf.zeros([d, k], dtype), name="logits")
-      self._initialized = _base.init_flag()
-      if not self._data_init:
-        self._initialized.assign(True)
+      self._initialized = _base.init_flag(done=not self._data_init)
       super().__init__(forward_min_event_ndims=1, is_constant_jacobian=False,
                        validate_args=validate_args, dtype=dtype, parameters=parameters,
                        name=name)
@@ -361,9 +359,7 @@ class HouseholderRotation(_base.DtypeChecked, tfb.Bijector):
       rng = np.random.default_rng(seed)
       self._vectors = tf.Variable(tf.constant(rng.standard_normal((r, d)), dtype),
                                   trainable=bool(trainable), name="householder_vectors")
-      self._initialized = _base.init_flag()
-      if init != "pca":
-        self._initialized.assign(True)
+      self._initialized = _base.init_flag(done=init != "pca")
       super().__init__(forward_min_event_ndims=1, is_constant_jacobian=True,
                        validate_args=validate_args, dtype=dtype, parameters=parameters,
                        name=name)

@@ -143,9 +143,7 @@ class ActNorm(_base.DtypeChecked, tfb.Bijector):
       self._per_channel = int(np.prod(event_shape[:-1]))
       self._shift = tf.Variable(tf.zeros([channels], dtype), name="shift")
       self._log_scale = tf.Variable(tf.zeros([channels], dtype), name="log_scale")
-      self._initialized = _base.init_flag()
-      if not data_init:
-        self._initialized.assign(True)
+      self._initialized = _base.init_flag(done=not data_init)
       super().__init__(forward_min_event_ndims=len(event_shape), is_constant_jacobian=False,
                        validate_args=validate_args, dtype=dtype, parameters=parameters,
                        name=name)
