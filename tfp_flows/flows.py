@@ -17,11 +17,10 @@ that ``TransformedDistribution.log_prob/sample`` need for it.
 import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
-from tensorflow_probability.python.bijectors import invert as _invert_lib
 
 from tfp_flows import masks as masks_lib
 from tfp_flows import nets
-from tfp_flows.bijectors import _base
+from tfp_flows import core
 from tfp_flows.bijectors.coupling import AdditiveCoupling, AffineCoupling
 from tfp_flows.bijectors.planar import Planar, Radial
 from tfp_flows.bijectors.reshape import FactorOut, Squeeze
@@ -52,8 +51,8 @@ def distribution(bijector, event_shape, dtype=None):
       raise TypeError(f"{bijector.name} mixes variable dtypes {sorted(d.name for d in float_dtypes)}"
                       "; pass dtype= explicitly.")
     dtype = float_dtypes.pop() if float_dtypes else tf.float32
-  dtype = _base.float_dtype(dtype)
-  shape = list(_base.as_event_shape(event_shape))
+  dtype = core.float_dtype(dtype)
+  shape = list(core.as_event_shape(event_shape))
   base = tfd.Sample(tfd.Normal(tf.constant(0., dtype), tf.constant(1., dtype)), shape)
   return tfd.TransformedDistribution(base, bijector)
 
@@ -69,7 +68,7 @@ def conditional_kwargs(bijector, conditional_input):
       if sub:
         out[b.name] = sub
     return out
-  if isinstance(bijector, _invert_lib._Invert):  # pylint: disable=protected-access
+  if isinstance(bijector, core.INVERT_TYPES):
     if getattr(bijector, _CONDITIONAL, False):  # e.g. iaf layers: Invert passes kwargs on
       return {"conditional_input": conditional_input}
     return conditional_kwargs(bijector.bijector, conditional_input)
@@ -81,7 +80,7 @@ def conditional_kwargs(bijector, conditional_input):
 
 
 def _vector_size(event_shape, family):
-  shape = _base.as_event_shape(event_shape)
+  shape = core.as_event_shape(event_shape)
   if len(shape) != 1:
     raise ValueError(f"{family} on vectors needs event_shape [D], got {list(shape)}.")
   if shape[0] < 2:
@@ -109,10 +108,10 @@ def _coupling_stack(event_shape, num_layers, hidden_units, dtype, seed, permutat
                     conditional_shape, make_layer, family, name):
   d = _vector_size(event_shape, family)
   num_layers = _check_layers(num_layers)
-  dtype = _base.float_dtype(dtype)
+  dtype = core.float_dtype(dtype)
   rng = np.random.default_rng(seed)
   cond_size = 0 if conditional_shape is None else int(np.prod(
-      _base.as_event_shape(conditional_shape)))
+      core.as_event_shape(conditional_shape)))
   mask = masks_lib.half(d)
   d_keep = int(mask.sum())
   layers = []
@@ -152,7 +151,7 @@ def nice(event_shape, num_layers=4, hidden_units=(256, 256), activation="relu",
   layers = _coupling_stack(event_shape, num_layers, hidden_units, dtype, seed, permutation,
                            conditional_shape, make_layer, "nice", name)
   if scaling:
-    layers.append(Scaling(_base.as_event_shape(event_shape), dtype=dtype,
+    layers.append(Scaling(core.as_event_shape(event_shape), dtype=dtype,
                           name=f"{name}_scaling"))
   return tfb.Chain(layers, name=name)
 
@@ -175,7 +174,7 @@ def realnvp(event_shape, num_layers=None, hidden_units=None, activation="relu",
     conditional_shape: shape of a conditional input fed to every coupling, or None.
     dtype, seed, name: dtype of all variables, seed of their initial values, name prefix.
   """
-  shape = _base.as_event_shape(event_shape)
+  shape = core.as_event_shape(event_shape)
   if len(shape) == 3:
     return _realnvp_image(shape, num_layers=3 if num_layers is None else num_layers,
                           hidden_units=64 if hidden_units is None else hidden_units,
@@ -225,10 +224,10 @@ def _realnvp_image(event_shape, num_layers=3, hidden_units=64, num_scales=2, num
     conditional_shape: ``[K]``: every coupling takes a ``conditional_input`` of that shape.
     dtype, seed, name: dtype of all variables, seed of their initial values, name prefix.
   """
-  h, w, c = _base.as_event_shape(event_shape)
+  h, w, c = core.as_event_shape(event_shape)
   num_layers = _check_layers(num_layers)
   num_scales = int(num_scales)
-  dtype = _base.float_dtype(dtype)
+  dtype = core.float_dtype(dtype)
   if num_scales < 1:
     raise ValueError(f"num_scales must be >= 1, got {num_scales}.")
   f = 2 ** (num_scales - 1)
@@ -236,7 +235,7 @@ def _realnvp_image(event_shape, num_layers=3, hidden_units=64, num_scales=2, num
     raise ValueError(f"realnvp: num_scales={num_scales} needs H and W divisible by {f} and at "
                      f"least 2 pixels at the last scale; got event shape {[h, w, c]}.")
   cond_size = 0 if conditional_shape is None else int(np.prod(
-      _base.as_event_shape(conditional_shape)))
+      core.as_event_shape(conditional_shape)))
   rng = np.random.default_rng(seed)
 
   def step(shape, mask, label):
@@ -279,7 +278,7 @@ def _made_stack(event_shape, num_layers, hidden_units, activation, conditional_s
                 dtype, seed, name, invert):
   d = _vector_size(event_shape, "maf" if not invert else "iaf")
   num_layers = _check_layers(num_layers)
-  dtype = _base.float_dtype(dtype)
+  dtype = core.float_dtype(dtype)
   tf_keras_seed = int(seed) if seed is not None else None
   layers = []
   for i in range(num_layers):
@@ -288,7 +287,7 @@ def _made_stack(event_shape, num_layers, hidden_units, activation, conditional_s
     kwargs = {}
     if conditional_shape is not None:
       kwargs = dict(conditional=True,
-                    conditional_event_shape=list(_base.as_event_shape(conditional_shape)))
+                    conditional_event_shape=list(core.as_event_shape(conditional_shape)))
     made = tfb.AutoregressiveNetwork(
         params=2, event_shape=[d], hidden_units=list(hidden_units), activation=activation,
         kernel_initializer=_tf_keras_glorot(tf_keras_seed, i), dtype=dtype,
@@ -297,7 +296,7 @@ def _made_stack(event_shape, num_layers, hidden_units, activation, conditional_s
     probe = tf.zeros([1, d], dtype)
     if conditional_shape is not None:
       made(probe, conditional_input=tf.zeros(
-          [1] + list(_base.as_event_shape(conditional_shape)), dtype))
+          [1] + list(core.as_event_shape(conditional_shape)), dtype))
     else:
       made(probe)
     layer = tfb.MaskedAutoregressiveFlow(made, name=f"{name}_maf_{i}")
@@ -333,7 +332,7 @@ def iaf(event_shape, num_layers=4, hidden_units=(256, 256), activation="relu",
                      dtype, seed, name, invert=True)
 
 def _vector_layers(event_shape, num_layers, family):
-  shape = _base.as_event_shape(event_shape)
+  shape = core.as_event_shape(event_shape)
   if len(shape) != 1:
     raise ValueError(f"{family} needs vector events, event_shape [D]; got {list(shape)}.")
   return shape[0], _check_layers(num_layers)
@@ -356,7 +355,7 @@ def planar(event_shape, num_layers=8, activation="tanh", negative_slope=0.2, bat
       prefix.
   """
   d, num_layers = _vector_layers(event_shape, num_layers, "planar")
-  dtype = _base.float_dtype(dtype)
+  dtype = core.float_dtype(dtype)
   rng = np.random.default_rng(seed)
   layers = [Planar(d, activation=activation, negative_slope=negative_slope,
                    batch_shape=batch_shape, tolerance=tolerance, max_iterations=max_iterations,
@@ -377,7 +376,7 @@ def radial(event_shape, num_layers=8, batch_shape=(), validate_args=False, dtype
       initial centres z0 (N(0, I); every layer starts as the identity), name prefix.
   """
   d, num_layers = _vector_layers(event_shape, num_layers, "radial")
-  dtype = _base.float_dtype(dtype)
+  dtype = core.float_dtype(dtype)
   rng = np.random.default_rng(seed)
   layers = [Radial(d, batch_shape=batch_shape, validate_args=validate_args, dtype=dtype,
                    seed=int(rng.integers(2**31)), name=f"{name}_{i}")
@@ -413,11 +412,11 @@ def masked_conv(event_shape, num_layers=4, hidden_units=None, activation="elu", 
   from tfp_flows.bijectors.masked_conv import LinearMaskedConv2D, MaskedConv2D
   from tfp_flows import numerics
 
-  shape = _base.as_event_shape(event_shape)
+  shape = core.as_event_shape(event_shape)
   if len(shape) != 3:
     raise ValueError(f"masked_conv needs an image event_shape [H, W, C], got {list(shape)}.")
   num_layers = _check_layers(num_layers)
-  dtype = _base.float_dtype(dtype)
+  dtype = core.float_dtype(dtype)
   rng = np.random.default_rng(seed)
   max_iterations = max_iterations or numerics.DEFAULT_FIXED_POINT_ITERATIONS
   layers = []
@@ -465,12 +464,12 @@ def gaussianization(event_shape, num_layers=4, num_components=16, rotation="hous
   Returns:
     A ``tfb.Chain``; its variables exist on return.
   """
-  shape = _base.as_event_shape(event_shape)
+  shape = core.as_event_shape(event_shape)
   if len(shape) != 1:
     raise ValueError(f"gaussianization needs event_shape [D], got {list(shape)}.")
   d = shape[0]
   num_layers = _check_layers(num_layers)
-  dtype = _base.float_dtype(dtype)
+  dtype = core.float_dtype(dtype)
   if rotation not in _ROTATIONS:
     raise ValueError(f"rotation must be one of {_ROTATIONS}, got {rotation!r}.")
   if rotation == "pca" and not data_init:
@@ -513,7 +512,7 @@ def rbig(x, num_layers=8, num_components=32, rotation="householder", batch_size=
   Returns:
     The fitted ``tfb.Chain`` (every "initialised" flag set).
   """
-  dtype = _base.float_dtype(kwargs.pop("dtype", getattr(x, "dtype", tf.float32)))
+  dtype = core.float_dtype(kwargs.pop("dtype", getattr(x, "dtype", tf.float32)))
   x = tf.convert_to_tensor(x, dtype)
   if x.shape.rank != 2:
     raise ValueError(f"rbig needs data of shape [N, D], got {x.shape.as_list()}.")

@@ -83,12 +83,11 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tensorflow_probability.python.bijectors import invert as _invert_lib
+from tfp_flows import core
 from tfp_flows import flows as flows_lib
 
 tfb = tfp.bijectors
 tfd = tfp.distributions
-_Invert = _invert_lib._Invert  # pylint: disable=protected-access  (tfb.Invert's base class)
 
 __all__ = ["FlowModel", "NonFiniteBatchError", "tracked_variables"]
 
@@ -135,7 +134,7 @@ def _find_context_shape(bijector):
         return shape
     return None
   marked = getattr(bijector, flows_lib._CONDITIONAL, False)  # pylint: disable=protected-access
-  inner = getattr(bijector, "bijector", None) if isinstance(bijector, _Invert) else None
+  inner = getattr(bijector, "bijector", None) if isinstance(bijector, core.INVERT_TYPES) else None
   if not marked:
     return _find_context_shape(inner) if inner is not None else None
   target = inner if inner is not None else bijector

@@ -11,7 +11,7 @@ consecutive coupling layers use.
 
 import numpy as np
 
-from tfp_flows.bijectors._base import as_event_shape
+from tfp_flows.core import as_event_shape
 
 __all__ = ["half", "alternating", "checkerboard", "channel", "make", "validate_mask"]
 

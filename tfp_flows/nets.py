@@ -14,7 +14,7 @@ Keras 3 layers (whose ``keras.Variable``s are invisible to tf.Module traversal).
 import numpy as np
 import tensorflow as tf
 
-from tfp_flows.bijectors._base import float_dtype
+from tfp_flows.core import float_dtype
 
 __all__ = ["MLP", "ResidualMLP", "ConvResNet", "conditioner_variables", "as_variable_list"]
 

@@ -38,6 +38,8 @@ import collections
 import numpy as np
 import tensorflow as tf
 
+from tfp_flows import core
+
 __all__ = [
     "RootResult",
     "default_tolerance",
@@ -330,8 +332,6 @@ def log_normal_pdf(x):
 # that ``update_fn`` reads. The adjoint iteration converges whenever the forward iteration
 # converges linearly (both contract with the spectral radius of ``dg/dx`` at the solution).
 
-from tensorflow.python.eager import record as _record  # noqa: E402  (pauses all tapes)
-
 __all__ += ["FixedPointResult", "fixed_point", "DEFAULT_FIXED_POINT_ITERATIONS"]
 
 FixedPointResult = collections.namedtuple(
@@ -408,7 +408,7 @@ def fixed_point(update_fn, initial, args=(), *, tolerance=None,
     frozen = [tf.stop_gradient(a) for a in args]
     # No tape records the iterations (their gradients come from the adjoint below), so no
     # memory is spent on per-iteration activations even when a tape is watching.
-    with _record.stop_recording():
+    with core.stop_recording():
       x, k, converged, residual = _fixed_point_loop(
           lambda t: update_fn(t, *frozen), tf.stop_gradient(initial), tol, max_iterations)
     deps = assert_converged(converged, name, validate_args)

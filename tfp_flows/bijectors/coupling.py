@@ -41,11 +41,10 @@ for the unbounded RealNVP map.
 import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
-from tensorflow_probability.python.internal import cache_util
 
 from tfp_flows import masks as masks_lib
 from tfp_flows import nets
-from tfp_flows.bijectors import _base
+from tfp_flows import core
 
 tfb = tfp.bijectors
 
@@ -65,7 +64,7 @@ def _take(x, where):
   return tf.gather(x, where, axis=-1)
 
 
-class _Coupling(_base.DtypeChecked, tfb.Bijector):
+class _Coupling(core.DtypeChecked, tfb.Bijector):
   """Mask bookkeeping, conditioner calls and checks shared by both couplings."""
 
   _num_params = None  # 1 (shift) or 2 (shift, log-scale)
@@ -81,8 +80,8 @@ class _Coupling(_base.DtypeChecked, tfb.Bijector):
       self._image = mask.ndim > 1
       self._conditioner = conditioner
       self._conditional_shape = (None if conditional_shape is None
-                                 else _base.as_event_shape(conditional_shape))
-      dtype = _base.float_dtype(dtype)
+                                 else core.as_event_shape(conditional_shape))
+      dtype = core.float_dtype(dtype)
       if self._image:
         self._mask = tf.constant(mask, dtype)
         self._in_size = self._out_size = None
@@ -194,7 +193,7 @@ class _Coupling(_base.DtypeChecked, tfb.Bijector):
     return tf.reduce_sum(t, axis=-1)
 
   def _check(self, x, what):
-    return _base.check_input(x, self._event_shape, name=self.name,
+    return core.check_input(x, self._event_shape, name=self.name,
                              validate_args=self.validate_args, what=what)
 
   def _cond_kwargs(self, conditional_input):
@@ -274,7 +273,7 @@ class AffineCoupling(_Coupling):
   # One conditioner call gives both the output and the log-det: TFP's greedy-attribute cache
   # stores the log-det with the (x, y) pair, so log_prob's inverse + inverse_log_det_jacobian
   # evaluate each conditioner once (as tfb.FFJORD does).
-  _cache = cache_util.BijectorCacheWithGreedyAttrs(
+  _cache = core.BijectorCacheWithGreedyAttrs(
       forward_name="_augmented_forward", inverse_name="_augmented_inverse")
 
   def _augmented_forward(self, x, conditional_input=None):

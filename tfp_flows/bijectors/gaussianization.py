@@ -67,7 +67,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from tfp_flows import numerics
-from tfp_flows.bijectors import _base
+from tfp_flows import core
 
 tfb = tfp.bijectors
 
@@ -75,7 +75,7 @@ __all__ = ["MarginalGaussianization", "HouseholderRotation"]
 
 
 def _event_size(event_size, name):
-  shape = _base.as_event_shape(event_size, name="event_size")
+  shape = core.as_event_shape(event_size, name="event_size")
   if len(shape) != 1:
     raise ValueError(f"{name}: event_size must be an int D (events [D]), got {event_size!r}.")
   return shape[0]
@@ -95,7 +95,7 @@ _INTERIOR = 0.5  # bandwidth / neighbour spacing for the interior anchors of dat
 
 
 def _initialize_unless_done(flag, init_fn):
-  """Control dependencies running ``init_fn`` once (``_base.initialize_once``).
+  """Control dependencies running ``init_fn`` once (``core.initialize_once``).
 
   If the flag is already set when a function is traced, the initialisation branch is left out
   of the graph (it can only be needed again if an uninitialised state is restored later,
@@ -105,7 +105,7 @@ def _initialize_unless_done(flag, init_fn):
     done = bool(flag.numpy()) if tf.executing_eagerly() else False
   if done:
     return []
-  return [_base.initialize_once(flag, init_fn)]
+  return [core.initialize_once(flag, init_fn)]
 
 
 def _silverman_logistic_scale(sigma, num_components, factor):
@@ -114,7 +114,7 @@ def _silverman_logistic_scale(sigma, num_components, factor):
   return h * np.sqrt(3.) / np.pi
 
 
-class MarginalGaussianization(_base.DtypeChecked, tfb.Bijector):
+class MarginalGaussianization(core.DtypeChecked, tfb.Bijector):
   """Per-dimension logistic-mixture CDF followed by the inverse normal CDF (data -> latent).
 
   ``inverse`` (data -> latent) is explicit; ``forward`` (latent -> data, sampling) solves
@@ -141,7 +141,7 @@ class MarginalGaussianization(_base.DtypeChecked, tfb.Bijector):
                validate_args=False, dtype=tf.float32, name="marginal_gaussianization"):
     parameters = dict(locals())
     with tf.name_scope(name) as name:
-      dtype = _base.float_dtype(dtype)
+      dtype = core.float_dtype(dtype)
       d = _event_size(event_size, name)
       k = _positive_int(num_components, "num_components", name)
       max_iterations = _positive_int(max_iterations, "max_iterations", name)
@@ -165,7 +165,7 @@ class MarginalGaussianization(_base.DtypeChecked, tfb.Bijector):
       self._raw_bandwidth = tf.Variable(tf.fill([d, k], tf.constant(raw, dtype)),
                                         name="raw_bandwidths")
       self._logits = tf.Variable(tf.zeros([d, k], dtype), name="logits")
-      self._initialized = _base.init_flag(done=not self._data_init)
+      self._initialized = core.init_flag(done=not self._data_init)
       super().__init__(forward_min_event_ndims=1, is_constant_jacobian=False,
                        validate_args=validate_args, dtype=dtype, parameters=parameters,
                        name=name)
@@ -193,7 +193,7 @@ class MarginalGaussianization(_base.DtypeChecked, tfb.Bijector):
     return (tf.convert_to_tensor(self._loc), scale, tf.math.log_softmax(self._logits, -1))
 
   def _check(self, t, what):
-    return _base.check_input(t, [self._event_size], name=self.name,
+    return core.check_input(t, [self._event_size], name=self.name,
                              validate_args=self.validate_args, what=what)
 
   # --- data-dependent initialisation --------------------------------------------------------
@@ -325,7 +325,7 @@ def householder_vectors(matrix):
   return tf.stack(vs)
 
 
-class HouseholderRotation(_base.DtypeChecked, tfb.Bijector):
+class HouseholderRotation(core.DtypeChecked, tfb.Bijector):
   """Orthogonal ``y = Q x``, ``Q = H(v_1) ... H(v_R)``, log-det 0 (see module docstring).
 
   Args:
@@ -344,7 +344,7 @@ class HouseholderRotation(_base.DtypeChecked, tfb.Bijector):
                validate_args=False, dtype=tf.float32, seed=None, name="householder_rotation"):
     parameters = dict(locals())
     with tf.name_scope(name) as name:
-      dtype = _base.float_dtype(dtype)
+      dtype = core.float_dtype(dtype)
       d = _event_size(event_size, name)
       r = d if num_reflections is None else _positive_int(num_reflections, "num_reflections",
                                                           name)
@@ -359,7 +359,7 @@ class HouseholderRotation(_base.DtypeChecked, tfb.Bijector):
       rng = np.random.default_rng(seed)
       self._vectors = tf.Variable(tf.constant(rng.standard_normal((r, d)), dtype),
                                   trainable=bool(trainable), name="householder_vectors")
-      self._initialized = _base.init_flag(done=init != "pca")
+      self._initialized = core.init_flag(done=init != "pca")
       super().__init__(forward_min_event_ndims=1, is_constant_jacobian=True,
                        validate_args=validate_args, dtype=dtype, parameters=parameters,
                        name=name)
@@ -391,7 +391,7 @@ class HouseholderRotation(_base.DtypeChecked, tfb.Bijector):
       return self._initialized.assign(True)
 
   def _check(self, t, what):
-    return _base.check_input(t, [self._event_size], name=self.name,
+    return core.check_input(t, [self._event_size], name=self.name,
                              validate_args=self.validate_args, what=what)
 
   def _forward(self, x):

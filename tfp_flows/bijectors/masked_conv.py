@@ -72,7 +72,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from tfp_flows import numerics
-from tfp_flows.bijectors import _base
+from tfp_flows import core
 
 tfb = tfp.bijectors
 
@@ -115,7 +115,7 @@ def _centre_diagonal(in_positions, out_positions):
 
 
 def _image_shape(event_shape, name):
-  shape = _base.as_event_shape(event_shape)
+  shape = core.as_event_shape(event_shape)
   if len(shape) != 3:
     raise ValueError(f"{name}: event_shape must be [H, W, C], got {list(shape)}.")
   return shape
@@ -127,11 +127,11 @@ def _check_order(order, name):
   return order
 
 
-class _MaskedConvBase(_base.DtypeChecked, tfb.Bijector):
+class _MaskedConvBase(core.DtypeChecked, tfb.Bijector):
   """Event checks and the [N, H, W, C] batching shared by both masked convolutions."""
 
   def _check(self, x, what):
-    return _base.check_input(x, self._event_shape, name=self.name,
+    return core.check_input(x, self._event_shape, name=self.name,
                              validate_args=self.validate_args, what=what)
 
   @classmethod
@@ -186,7 +186,7 @@ class LinearMaskedConv2D(_MaskedConvBase):
                validate_args=False, dtype=tf.float32, name="linear_masked_conv2d"):
     parameters = dict(locals())
     with tf.name_scope(name) as name:
-      dtype = _base.float_dtype(dtype)
+      dtype = core.float_dtype(dtype)
       self._event_shape = _image_shape(event_shape, name)
       self._order = _check_order(order, name)
       h, w, c = self._event_shape
@@ -298,7 +298,7 @@ class MaskedConv2D(_MaskedConvBase):
                name="masked_conv2d"):
     parameters = dict(locals())
     with tf.name_scope(name) as name:
-      dtype = _base.float_dtype(dtype)
+      dtype = core.float_dtype(dtype)
       self._event_shape = _image_shape(event_shape, name)
       self._order = _check_order(order, name)
       h, w, c = self._event_shape

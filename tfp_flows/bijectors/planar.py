@@ -74,10 +74,9 @@ log-dets have the broadcast batch shape of the input and the parameters.
 import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
-from tensorflow_probability.python.internal import parameter_properties
 
 from tfp_flows import numerics
-from tfp_flows.bijectors import _base
+from tfp_flows import core
 
 tfb = tfp.bijectors
 
@@ -87,7 +86,7 @@ _ACTIVATIONS = ("tanh", "leaky_relu")
 
 
 def _event_size(event_size, name):
-  shape = _base.as_event_shape(event_size, name="event_size")
+  shape = core.as_event_shape(event_size, name="event_size")
   if len(shape) != 1:
     raise ValueError(f"{name}: event_size must be an int (vector events), got {event_size!r}.")
   return shape[0]
@@ -128,7 +127,7 @@ def _safe_norm(d):
                   tf.zeros_like(sq))
 
 
-class Planar(_base.DtypeChecked, tfb.Bijector):
+class Planar(core.DtypeChecked, tfb.Bijector):
   """Planar flow ``f(z) = z + û h(wᵀz + b)`` with an exact (numerical for tanh) inverse.
 
   Args:
@@ -153,7 +152,7 @@ class Planar(_base.DtypeChecked, tfb.Bijector):
                b=None, batch_shape=(), tolerance=None, max_iterations=100,
                validate_args=False, dtype=tf.float32, seed=None, name="planar"):
     with tf.name_scope(name) as name:
-      dtype = _base.float_dtype(dtype)
+      dtype = core.float_dtype(dtype)
       d = _event_size(event_size, name)
       if activation not in _ACTIVATIONS:
         raise ValueError(f"{name}: activation must be one of {_ACTIVATIONS}, got "
@@ -197,9 +196,9 @@ class Planar(_base.DtypeChecked, tfb.Bijector):
   @classmethod
   def _parameter_properties(cls, dtype):
     return dict(
-        u=parameter_properties.ParameterProperties(event_ndims=1),
-        w=parameter_properties.ParameterProperties(event_ndims=1),
-        b=parameter_properties.ParameterProperties(event_ndims=0))
+        u=core.ParameterProperties(event_ndims=1),
+        w=core.ParameterProperties(event_ndims=1),
+        b=core.ParameterProperties(event_ndims=0))
 
   @property
   def u(self):
@@ -260,7 +259,7 @@ class Planar(_base.DtypeChecked, tfb.Bijector):
     return tf.where(ok, tf.math.log(first + hp * p), tf.zeros_like(p))
 
   def _check(self, t, what):
-    return _base.check_input(t, (self._event_size,), name=self.name,
+    return core.check_input(t, (self._event_size,), name=self.name,
                              validate_args=self.validate_args, what=what)
 
   def _project(self, x, w, b):
@@ -343,7 +342,7 @@ class Planar(_base.DtypeChecked, tfb.Bijector):
     return self.solve_inverse(y)[0]
 
 
-class Radial(_base.DtypeChecked, tfb.Bijector):
+class Radial(core.DtypeChecked, tfb.Bijector):
   """Radial flow ``f(z) = z + β (z - z0) / (α + ‖z - z0‖)`` with a closed-form inverse.
 
   Args:
@@ -363,7 +362,7 @@ class Radial(_base.DtypeChecked, tfb.Bijector):
   def __init__(self, event_size, z0=None, alpha_raw=None, beta_raw=None, batch_shape=(),
                validate_args=False, dtype=tf.float32, seed=None, name="radial"):
     with tf.name_scope(name) as name:
-      dtype = _base.float_dtype(dtype)
+      dtype = core.float_dtype(dtype)
       d = _event_size(event_size, name)
       batch = _batch_shape(batch_shape, name)
       rng = np.random.default_rng(seed)
@@ -383,9 +382,9 @@ class Radial(_base.DtypeChecked, tfb.Bijector):
   @classmethod
   def _parameter_properties(cls, dtype):
     return dict(
-        z0=parameter_properties.ParameterProperties(event_ndims=1),
-        alpha_raw=parameter_properties.ParameterProperties(event_ndims=0),
-        beta_raw=parameter_properties.ParameterProperties(event_ndims=0))
+        z0=core.ParameterProperties(event_ndims=1),
+        alpha_raw=core.ParameterProperties(event_ndims=0),
+        beta_raw=core.ParameterProperties(event_ndims=0))
 
   @property
   def z0(self):
@@ -406,7 +405,7 @@ class Radial(_base.DtypeChecked, tfb.Bijector):
     return tf.convert_to_tensor(self._z0), alpha, q - alpha, q
 
   def _check(self, t, what):
-    return _base.check_input(t, (self._event_size,), name=self.name,
+    return core.check_input(t, (self._event_size,), name=self.name,
                              validate_args=self.validate_args, what=what)
 
   def _forward(self, x):

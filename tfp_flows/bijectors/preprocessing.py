@@ -47,7 +47,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tfp_flows.bijectors import _base
+from tfp_flows import core
 
 tfb = tfp.bijectors
 
@@ -76,7 +76,7 @@ def dequantize(x, num_bins, seed=None, dtype=tf.float32):
     ValueError: (eagerly) if ``x`` has values that are not integers in ``[0, num_bins)``.
   """
   num_bins = _check_bins(num_bins, "dequantize")
-  dtype = _base.float_dtype(dtype)
+  dtype = core.float_dtype(dtype)
   x = tf.convert_to_tensor(x)
   xf = tf.cast(x, tf.float64)
   if tf.executing_eagerly():
@@ -99,7 +99,7 @@ def bits_per_dim(log_prob, num_dims):
   return -log_prob / (float(num_dims) * np.log(2.))
 
 
-class Dequantize(_base.DtypeChecked, tfb.Bijector):
+class Dequantize(core.DtypeChecked, tfb.Bijector):
   """Unit cube (base side) <-> dequantised pixels ``[0, num_bins)``: ``forward(t) = num_bins t``.
 
   Element-wise, ``log|det J| = log(num_bins)`` per element. See the module docstring for the
@@ -117,7 +117,7 @@ class Dequantize(_base.DtypeChecked, tfb.Bijector):
     self._num_bins = _check_bins(num_bins, "Dequantize")
     with tf.name_scope(name) as name:
       super().__init__(forward_min_event_ndims=0, is_constant_jacobian=True,
-                       validate_args=validate_args, dtype=_base.float_dtype(dtype),
+                       validate_args=validate_args, dtype=core.float_dtype(dtype),
                        parameters=parameters, name=name)
 
   @classmethod
@@ -132,11 +132,11 @@ class Dequantize(_base.DtypeChecked, tfb.Bijector):
     return True
 
   def _forward(self, x):
-    x = _base.check_input(x, (), name=self.name, validate_args=self.validate_args)
+    x = core.check_input(x, (), name=self.name, validate_args=self.validate_args)
     return x * tf.constant(self._num_bins, self.dtype)
 
   def _inverse(self, y):
-    y = _base.check_input(y, (), name=self.name, validate_args=self.validate_args, what="y")
+    y = core.check_input(y, (), name=self.name, validate_args=self.validate_args, what="y")
     if self.validate_args:
       with tf.control_dependencies([
           tf.debugging.assert_greater_equal(y, tf.zeros([], self.dtype), message=(
@@ -153,7 +153,7 @@ class Dequantize(_base.DtypeChecked, tfb.Bijector):
     return tf.constant(-np.log(self._num_bins), self.dtype)
 
 
-class Logit(_base.DtypeChecked, tfb.Bijector):
+class Logit(core.DtypeChecked, tfb.Bijector):
   """RealNVP's logit: ``inverse(t) = logit(alpha + (1 - 2 alpha) t)`` for data ``t in [0, 1)``.
 
   Forward (R -> data): ``(sigmoid(z) - alpha) / (1 - 2 alpha)``; element-wise, exact log-dets
@@ -173,7 +173,7 @@ class Logit(_base.DtypeChecked, tfb.Bijector):
     self._alpha = float(alpha)
     with tf.name_scope(name) as name:
       super().__init__(forward_min_event_ndims=0, is_constant_jacobian=False,
-                       validate_args=validate_args, dtype=_base.float_dtype(dtype),
+                       validate_args=validate_args, dtype=core.float_dtype(dtype),
                        parameters=parameters, name=name)
 
   @classmethod
@@ -191,7 +191,7 @@ class Logit(_base.DtypeChecked, tfb.Bijector):
     return tf.constant(1. - 2. * self._alpha, self.dtype)
 
   def _p(self, t):
-    t = _base.check_input(t, (), name=self.name, validate_args=self.validate_args, what="y")
+    t = core.check_input(t, (), name=self.name, validate_args=self.validate_args, what="y")
     p = tf.constant(self._alpha, self.dtype) + self._width() * t
     if self.validate_args:
       with tf.control_dependencies([
@@ -203,7 +203,7 @@ class Logit(_base.DtypeChecked, tfb.Bijector):
     return p
 
   def _forward(self, x):
-    x = _base.check_input(x, (), name=self.name, validate_args=self.validate_args)
+    x = core.check_input(x, (), name=self.name, validate_args=self.validate_args)
     return (tf.math.sigmoid(x) - tf.constant(self._alpha, self.dtype)) / self._width()
 
   def _inverse(self, y):
@@ -211,7 +211,7 @@ class Logit(_base.DtypeChecked, tfb.Bijector):
     return tf.math.log(p) - tf.math.log1p(-p)
 
   def _forward_log_det_jacobian(self, x):
-    x = _base.check_input(x, (), name=self.name, validate_args=self.validate_args)
+    x = core.check_input(x, (), name=self.name, validate_args=self.validate_args)
     return tf.math.log_sigmoid(x) + tf.math.log_sigmoid(-x) - tf.math.log(self._width())
 
   def _inverse_log_det_jacobian(self, y):

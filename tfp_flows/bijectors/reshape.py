@@ -42,7 +42,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tfp_flows.bijectors import _base
+from tfp_flows import core
 
 tfb = tfp.bijectors
 
@@ -71,7 +71,7 @@ def _image_event(shape, name, what):
   return shape
 
 
-class Squeeze(_base.DtypeChecked, tfb.Bijector):
+class Squeeze(core.DtypeChecked, tfb.Bijector):
   """Space-to-depth ``[H, W, C] -> [H/f, W/f, f^2 C]`` (forward); log-det 0.
 
   Args:
@@ -88,7 +88,7 @@ class Squeeze(_base.DtypeChecked, tfb.Bijector):
     self._factor = int(factor)
     with tf.name_scope(name) as name:
       super().__init__(forward_min_event_ndims=3, is_constant_jacobian=True,
-                       validate_args=validate_args, dtype=_base.float_dtype(dtype),
+                       validate_args=validate_args, dtype=core.float_dtype(dtype),
                        parameters=parameters, name=name)
 
   @classmethod
@@ -142,7 +142,7 @@ class Squeeze(_base.DtypeChecked, tfb.Bijector):
       raise ValueError(f"{self.name}: {what} needs a statically known [H, W, C] event shape, "
                        f"got {t.shape}.")
     event = t.shape[-3:].as_list()
-    return _base.check_input(t, event, name=self.name, validate_args=self.validate_args,
+    return core.check_input(t, event, name=self.name, validate_args=self.validate_args,
                              what=what), event
 
   def _forward(self, x):
@@ -170,7 +170,7 @@ class Squeeze(_base.DtypeChecked, tfb.Bijector):
     return tf.zeros([], self.dtype)
 
 
-class FactorOut(_base.DtypeChecked, tfb.Bijector):
+class FactorOut(core.DtypeChecked, tfb.Bijector):
   """Channels ``[:k]`` pass through, ``inner`` transforms channels ``[k:]`` (multi-scale).
 
   Args:
@@ -191,7 +191,7 @@ class FactorOut(_base.DtypeChecked, tfb.Bijector):
     parameters = dict(locals())
     if not isinstance(inner, tfb.Bijector):
       raise TypeError(f"FactorOut: inner must be a tfb.Bijector, got {type(inner).__name__}.")
-    event_shape = _base.as_event_shape(event_shape)
+    event_shape = core.as_event_shape(event_shape)
     if len(event_shape) != 3:
       raise ValueError(f"FactorOut needs an [H, W, C] event shape, got {list(event_shape)}.")
     h, w, c = event_shape
@@ -216,7 +216,7 @@ class FactorOut(_base.DtypeChecked, tfb.Bijector):
     with tf.name_scope(name) as name:
       super().__init__(forward_min_event_ndims=3, is_constant_jacobian=inner.is_constant_jacobian,
                        validate_args=validate_args,
-                       dtype=None if dtype is None else _base.float_dtype(dtype),
+                       dtype=None if dtype is None else core.float_dtype(dtype),
                        parameters=parameters, name=name)
 
   @classmethod
@@ -232,7 +232,7 @@ class FactorOut(_base.DtypeChecked, tfb.Bijector):
     return self._k
 
   def _split(self, t, what):
-    t = _base.check_input(t, self._event_shape, name=self.name,
+    t = core.check_input(t, self._event_shape, name=self.name,
                           validate_args=self.validate_args, what=what)
     return t[..., :self._k], t[..., self._k:]
 

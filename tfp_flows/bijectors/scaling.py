@@ -38,16 +38,15 @@ and is saved and restored with the weights (``tf.train.Checkpoint``, Keras).
 import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
-from tensorflow_probability.python.internal import parameter_properties
 
-from tfp_flows.bijectors import _base
+from tfp_flows import core
 
 tfb = tfp.bijectors
 
 __all__ = ["Scaling", "ActNorm"]
 
 
-class Scaling(_base.DtypeChecked, tfb.Bijector):
+class Scaling(core.DtypeChecked, tfb.Bijector):
   """Element-wise ``y = x * exp(log_scale)`` with a trainable ``log_scale`` per entry.
 
   Args:
@@ -62,8 +61,8 @@ class Scaling(_base.DtypeChecked, tfb.Bijector):
   def __init__(self, event_shape, log_scale=None, validate_args=False, dtype=tf.float32,
                name="scaling"):
     with tf.name_scope(name) as name:
-      dtype = _base.float_dtype(dtype)
-      event_shape = _base.as_event_shape(event_shape)
+      dtype = core.float_dtype(dtype)
+      event_shape = core.as_event_shape(event_shape)
       if log_scale is None:
         log_scale = tf.Variable(tf.zeros(event_shape, dtype), name="log_scale")
       elif not isinstance(log_scale, tf.Variable):
@@ -83,7 +82,7 @@ class Scaling(_base.DtypeChecked, tfb.Bijector):
 
   @classmethod
   def _parameter_properties(cls, dtype):
-    return dict(log_scale=parameter_properties.ParameterProperties(
+    return dict(log_scale=core.ParameterProperties(
         event_ndims=lambda self, x_event_ndims=None: len(self._event_shape)))
 
   @property
@@ -94,7 +93,7 @@ class Scaling(_base.DtypeChecked, tfb.Bijector):
     return True
 
   def _check(self, t, what):
-    return _base.check_input(t, self._event_shape, name=self.name,
+    return core.check_input(t, self._event_shape, name=self.name,
                              validate_args=self.validate_args, what=what)
 
   def _forward(self, x):
@@ -111,7 +110,7 @@ class Scaling(_base.DtypeChecked, tfb.Bijector):
     return -self._forward_log_det_jacobian(y)
 
 
-class ActNorm(_base.DtypeChecked, tfb.Bijector):
+class ActNorm(core.DtypeChecked, tfb.Bijector):
   """Per-channel ``y = x * exp(log_scale) + shift`` with data-dependent initialisation.
 
   Args:
@@ -133,8 +132,8 @@ class ActNorm(_base.DtypeChecked, tfb.Bijector):
                dtype=tf.float32, name="actnorm"):
     parameters = dict(locals())
     with tf.name_scope(name) as name:
-      dtype = _base.float_dtype(dtype)
-      event_shape = _base.as_event_shape(event_shape)
+      dtype = core.float_dtype(dtype)
+      event_shape = core.as_event_shape(event_shape)
       if not eps >= 0:
         raise ValueError(f"{name}: eps must be >= 0, got {eps}.")
       channels = event_shape[-1]
@@ -143,7 +142,7 @@ class ActNorm(_base.DtypeChecked, tfb.Bijector):
       self._per_channel = int(np.prod(event_shape[:-1]))
       self._shift = tf.Variable(tf.zeros([channels], dtype), name="shift")
       self._log_scale = tf.Variable(tf.zeros([channels], dtype), name="log_scale")
-      self._initialized = _base.init_flag(done=not data_init)
+      self._initialized = core.init_flag(done=not data_init)
       super().__init__(forward_min_event_ndims=len(event_shape), is_constant_jacobian=False,
                        validate_args=validate_args, dtype=dtype, parameters=parameters,
                        name=name)
@@ -165,7 +164,7 @@ class ActNorm(_base.DtypeChecked, tfb.Bijector):
     return self._initialized
 
   def _check(self, t, what):
-    return _base.check_input(t, self._event_shape, name=self.name,
+    return core.check_input(t, self._event_shape, name=self.name,
                              validate_args=self.validate_args, what=what)
 
   def _maybe_init(self, y):
@@ -175,7 +174,7 @@ class ActNorm(_base.DtypeChecked, tfb.Bijector):
       mean = tf.reduce_mean(y, axis=axes)
       std = tf.math.reduce_std(y, axis=axes) + tf.constant(self._eps, self.dtype)
       return [self._shift.assign(mean), self._log_scale.assign(tf.math.log(std))]
-    return _base.initialize_once(self._initialized, init)
+    return core.initialize_once(self._initialized, init)
 
   def _batch_shape_of(self, t):
     return tf.shape(t)[:tf.rank(t) - len(self._event_shape)]

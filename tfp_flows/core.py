@@ -1,4 +1,6 @@
-"""Checks and helpers shared by every tfp_flows bijector.
+"""The ground floor: what every tfp_flows module shares, and the only imports of TF/TFP internals.
+
+Everything else in the package imports from here (never the reverse). Contents:
 
 * ``float_dtype``: the constructor's ``dtype`` argument, checked to be floating.
 * ``check_input``: the event shape of an input (always, statically, and dynamically with
@@ -12,9 +14,35 @@
 
 import numpy as np
 import tensorflow as tf
+import tensorflow_probability as tfp
+
+# TF/TFP internals: imported here and nowhere else. The versions they were checked against are
+# ``SUPPORTED_VERSIONS`` (also the bounds in pyproject.toml; tests/test_core.py pins them).
+from tensorflow.python.eager import record as _record
+from tensorflow_probability.python.bijectors import invert as _invert_lib
+from tensorflow_probability.python.internal import cache_util as _cache_util
+from tensorflow_probability.python.internal import parameter_properties as _parameter_properties
+
+tfb = tfp.bijectors
 
 __all__ = ["float_dtype", "as_event_shape", "check_input", "check_dtype", "DtypeChecked",
-           "initialize_once", "init_flag"]
+           "initialize_once", "init_flag", "ParameterProperties", "BijectorCacheWithGreedyAttrs",
+           "INVERT_TYPES", "stop_recording", "SUPPORTED_VERSIONS"]
+
+SUPPORTED_VERSIONS = {"tensorflow": ("2.16", "2.22"), "tensorflow-probability": ("0.24", "0.26")}
+"""Half-open ``[low, high)`` version ranges of the TF/TFP releases whose internals we use."""
+
+ParameterProperties = _parameter_properties.ParameterProperties
+"""TFP's per-parameter batch-shape metadata (``_parameter_properties`` of a bijector)."""
+
+BijectorCacheWithGreedyAttrs = _cache_util.BijectorCacheWithGreedyAttrs
+"""TFP's bijector cache that stores extra attributes (log-dets) with each (x, y) pair."""
+
+INVERT_TYPES = (tfb.Invert, _invert_lib._Invert)  # pylint: disable=protected-access
+"""``tfb.Invert(b)`` builds a private base class when ``b`` is not a composite tensor."""
+
+stop_recording = _record.stop_recording
+"""Context manager pausing every gradient tape (used by the fixed-point solver's loop)."""
 
 
 def float_dtype(dtype):
