@@ -10,6 +10,8 @@ Everything else in the package imports from here (never the reverse). Contents:
   differs from the bijector's, numpy arrays included (TFP itself silently casts numpy input).
 * ``initialize_once``: data-dependent initialisation guarded by a boolean variable, so the
   "initialised" state lives in (and is saved with) the model's variables.
+* the conditioning protocol (``conditional_shape``, ``conditional_kwargs``; see below).
+* the TF/TFP internals the package relies on, version-bounded (``SUPPORTED_VERSIONS``).
 """
 
 import numpy as np
@@ -27,7 +29,8 @@ tfb = tfp.bijectors
 
 __all__ = ["float_dtype", "as_event_shape", "check_input", "check_dtype", "DtypeChecked",
            "initialize_once", "init_flag", "ParameterProperties", "BijectorCacheWithGreedyAttrs",
-           "INVERT_TYPES", "stop_recording", "SUPPORTED_VERSIONS"]
+           "INVERT_TYPES", "stop_recording", "SUPPORTED_VERSIONS", "conditional_kwargs",
+           "conditional_shape"]
 
 SUPPORTED_VERSIONS = {"tensorflow": ("2.16", "2.22"), "tensorflow-probability": ("0.24", "0.26")}
 """Half-open ``[low, high)`` version ranges of the TF/TFP releases whose internals we use."""
@@ -153,3 +156,58 @@ def initialize_once(flag, init_fn):
       return flag.assign(True, read_value=True)
 
   return tf.cond(flag, lambda: tf.identity(flag), run_init)
+
+
+# ------------------------------------------------------------------ the conditioning protocol
+#
+# A bijector that takes a context (a class label, an encoder output, ...) says so publicly:
+# its ``conditional_shape`` attribute is the event shape of that context (a tuple of ints), and
+# its methods accept ``conditional_input=c`` with ``c`` of shape ``batch + conditional_shape``.
+# Bijectors without the attribute, or with ``conditional_shape = None``, take no context.
+# Containers route the context to their parts: ``tfb.Composition`` (``tfb.Chain``) by part name
+# (TFP's nested ``bijector_kwargs``), ``tfb.Invert`` by passing its keyword arguments to its
+# inner bijector. A bijector that holds other bijectors and passes the context on to them
+# (``FactorOut``) exposes their ``conditional_shape`` itself and routes with
+# ``conditional_kwargs`` internally. Nothing else is read: no private attributes.
+
+
+def _own_conditional_shape(bijector):
+  shape = getattr(bijector, "conditional_shape", None)
+  return None if shape is None else tuple(int(d) for d in tf.TensorShape(shape).as_list())
+
+
+def conditional_kwargs(bijector, conditional_input):
+  """The ``bijector_kwargs`` that route ``conditional_input`` to every conditional part.
+
+  ``{}`` for an unconditional bijector; for a ``tfb.Chain`` a dict nested by part name, as
+  ``TransformedDistribution.log_prob(x, bijector_kwargs=...)`` and ``.sample`` expect.
+  """
+  if isinstance(bijector, tfb.Composition):
+    out = {}
+    for part in bijector.bijectors:
+      sub = conditional_kwargs(part, conditional_input)
+      if sub:
+        out[part.name] = sub
+    return out
+  if isinstance(bijector, INVERT_TYPES):
+    return conditional_kwargs(bijector.bijector, conditional_input)
+  if _own_conditional_shape(bijector) is not None:
+    return {"conditional_input": conditional_input}
+  return {}
+
+
+def conditional_shape(bijector):
+  """The context shape that ``bijector`` (or any of its parts) takes, or None.
+
+  Raises ``ValueError`` if two parts take contexts of different shapes (pass the context to
+  such a flow with hand-made ``bijector_kwargs``).
+  """
+  if isinstance(bijector, tfb.Composition):
+    shapes = {s for s in (conditional_shape(p) for p in bijector.bijectors) if s is not None}
+    if len(shapes) > 1:
+      raise ValueError(f"{bijector.name}: parts take contexts of different shapes "
+                       f"{sorted(list(s) for s in shapes)}; one context cannot feed them all.")
+    return shapes.pop() if shapes else None
+  if isinstance(bijector, INVERT_TYPES):
+    return conditional_shape(bijector.bijector)
+  return _own_conditional_shape(bijector)

@@ -84,7 +84,6 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from tfp_flows import core
-from tfp_flows import flows as flows_lib
 
 tfb = tfp.bijectors
 tfd = tfp.distributions
@@ -125,30 +124,6 @@ def _wrap(variable, index):
   return kv
 
 
-def _find_context_shape(bijector):
-  """Shape of the conditional input of the first conditional layer, or None."""
-  if isinstance(bijector, tfb.Composition):  # Chain and friends
-    for b in bijector.bijectors:
-      shape = _find_context_shape(b)
-      if shape is not None:
-        return shape
-    return None
-  marked = getattr(bijector, flows_lib._CONDITIONAL, False)  # pylint: disable=protected-access
-  inner = getattr(bijector, "bijector", None) if isinstance(bijector, core.INVERT_TYPES) else None
-  if not marked:
-    return _find_context_shape(inner) if inner is not None else None
-  target = inner if inner is not None else bijector
-  shape = getattr(target, "_conditional_shape", None)  # our couplings
-  if shape is None:  # TFP's MaskedAutoregressiveFlow with a conditional MADE
-    made = getattr(target, "_shift_and_log_scale_fn", None)
-    shape = getattr(made, "_conditional_event_shape", None)
-  return None if shape is None else tuple(int(d) for d in np.asarray(shape).reshape(-1))
-
-
-def _is_conditional(bijector):
-  return bool(flows_lib.conditional_kwargs(bijector, 0.))
-
-
 class FlowModel(keras.Model):
   """A ``keras.Model`` that trains a TFP distribution by maximum likelihood.
 
@@ -160,8 +135,9 @@ class FlowModel(keras.Model):
       sees (``1/K`` for ``K`` levels scaled to ``[0, 1)``); when given, logs report
       ``bits_per_dim`` (see the module docstring for the formula).
     num_dims: ``D`` in bits/dim; defaults to the number of entries of an event.
-    context_shape: shape of the conditional input; inferred from the flow's conditional
-      layers when None (our couplings and TFP's MAF/IAF built by ``tff.flows``).
+    context_shape: shape of the conditional input. Read from the flow (the public
+      ``conditional_shape`` of its layers, ``tff.core``'s conditioning protocol); when given,
+      it must agree with that.
     nonfinite: 'raise' (default) or 'skip' for training rows with NaN/inf (module docstring).
     check_every: read the NaN/divergence records every this many training steps (and at each
       epoch end); 1 stops at the very batch, at the cost of a host round trip per step.
@@ -197,18 +173,17 @@ class FlowModel(keras.Model):
     self._snapshot_every = None if snapshot_every is None else int(snapshot_every)
     bijector = getattr(distribution, "bijector", None)
     self._bijector_ = bijector
-    self._conditional = bijector is not None and _is_conditional(bijector)
-    if self._conditional:
-      shape = context_shape if context_shape is not None else _find_context_shape(bijector)
-      if shape is None:
-        raise ValueError("this flow takes a conditional input; pass context_shape=[...] to "
-                         "FlowModel (it could not be read from the flow's layers).")
-      self._context_shape = tuple(int(d) for d in tf.TensorShape(shape).as_list())
-    elif context_shape is not None:
-      raise ValueError(f"context_shape={context_shape} given, but the flow has no conditional "
-                       "layers (build it with conditional_shape=...).")
-    else:
-      self._context_shape = None
+    found = None if bijector is None else core.conditional_shape(bijector)
+    self._conditional = found is not None
+    if context_shape is not None:
+      context_shape = tuple(int(d) for d in tf.TensorShape(context_shape).as_list())
+      if found is None:
+        raise ValueError(f"context_shape={list(context_shape)} given, but no layer of the flow "
+                         "takes a context (none has a conditional_shape).")
+      if context_shape != found:
+        raise ValueError(f"context_shape={list(context_shape)} given, but the flow's layers take "
+                         f"contexts of shape {list(found)}.")
+    self._context_shape = found
     # The flow's own tf.Variables, tracked by Keras through wrappers (trainable first).
     self._flow_weights = [_wrap(v, i) for i, v in enumerate(variables)]
     # Training records read by the guard (see _record): NaN/inf rows since the last check,
@@ -312,7 +287,7 @@ class FlowModel(keras.Model):
     dist = self._flow_distribution
     if context is None:
       return dist.log_prob(x)
-    return dist.log_prob(x, bijector_kwargs=flows_lib.conditional_kwargs(self._bijector_, context))
+    return dist.log_prob(x, bijector_kwargs=core.conditional_kwargs(self._bijector_, context))
 
   def _bits_per_dim(self, nll):
     d = float(self._num_dims)
@@ -459,7 +434,7 @@ class FlowModel(keras.Model):
     kwargs = {}
     if context is not None:
       c = tf.broadcast_to(context, tf.concat([[n], list(self._context_shape)], 0))
-      kwargs["bijector_kwargs"] = flows_lib.conditional_kwargs(self._bijector_, c)
+      kwargs["bijector_kwargs"] = core.conditional_kwargs(self._bijector_, c)
     return dist.sample(n, seed=seed, **kwargs)
 
   def sample(self, n, seed=None, temperature=1., context=None):

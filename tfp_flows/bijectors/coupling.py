@@ -111,6 +111,12 @@ class _Coupling(core.DtypeChecked, tfb.Bijector):
   def conditioner(self):
     return self._conditioner
 
+  @property
+  def conditional_shape(self):
+    """Shape of the ``conditional_input`` the conditioner takes, or None (the protocol in
+    ``tff.core``)."""
+    return self._conditional_shape
+
   def _build_conditioner(self):
     """Calls the conditioner once so lazily built layers own their variables now."""
     if self._image:

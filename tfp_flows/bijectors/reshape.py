@@ -175,9 +175,9 @@ class FactorOut(core.DtypeChecked, tfb.Bijector):
 
   Args:
     inner: a ``tfb.Bijector`` on ``[H, W, C - k]`` events that keeps that event shape (e.g.
-      the next scales of a flow). Keyword arguments given to this bijector's methods
-      (``bijector_kwargs`` of a Chain, e.g. a ``conditional_input`` routed by layer name) are
-      passed on to ``inner``.
+      the next scales of a flow). If ``inner`` takes a context (``tff.core.conditional_shape``),
+      so does this bijector: its ``conditional_input`` is routed to every conditional part of
+      ``inner``.
     event_shape: ``[H, W, C]`` of this bijector's events.
     num_factored: channels ``k`` that leave the flow here (default ``C // 2``); ``0 < k < C``.
     validate_args: check shapes and finiteness of inputs at run time.
@@ -231,17 +231,29 @@ class FactorOut(core.DtypeChecked, tfb.Bijector):
   def num_factored(self):
     return self._k
 
+  @property
+  def conditional_shape(self):
+    """The context shape of ``inner`` (None if it takes none)."""
+    return core.conditional_shape(self._inner)
+
+  def _inner_kwargs(self, conditional_input):
+    if conditional_input is None:
+      return {}
+    return core.conditional_kwargs(self._inner, conditional_input)
+
   def _split(self, t, what):
     t = core.check_input(t, self._event_shape, name=self.name,
                           validate_args=self.validate_args, what=what)
     return t[..., :self._k], t[..., self._k:]
 
-  def _forward(self, x, **kwargs):
+  def _forward(self, x, conditional_input=None):
     kept, rest = self._split(x, "x")
+    kwargs = self._inner_kwargs(conditional_input)
     return tf.concat([kept, self._inner.forward(rest, **kwargs)], axis=-1)
 
-  def _inverse(self, y, **kwargs):
+  def _inverse(self, y, conditional_input=None):
     kept, rest = self._split(y, "y")
+    kwargs = self._inner_kwargs(conditional_input)
     return tf.concat([kept, self._inner.inverse(rest, **kwargs)], axis=-1)
 
   def _batch_log_det(self, ldj, t):
@@ -249,12 +261,14 @@ class FactorOut(core.DtypeChecked, tfb.Bijector):
       return ldj
     return tf.broadcast_to(ldj, tf.shape(t)[:tf.rank(t) - 3])
 
-  def _forward_log_det_jacobian(self, x, **kwargs):
+  def _forward_log_det_jacobian(self, x, conditional_input=None):
     _, rest = self._split(x, "x")
+    kwargs = self._inner_kwargs(conditional_input)
     return self._batch_log_det(
         self._inner.forward_log_det_jacobian(rest, event_ndims=3, **kwargs), rest)
 
-  def _inverse_log_det_jacobian(self, y, **kwargs):
+  def _inverse_log_det_jacobian(self, y, conditional_input=None):
     _, rest = self._split(y, "y")
+    kwargs = self._inner_kwargs(conditional_input)
     return self._batch_log_det(
         self._inner.inverse_log_det_jacobian(rest, event_ndims=3, **kwargs), rest)

@@ -1,0 +1,57 @@
+"""What the builders share: the base distribution, argument checks, permutations."""
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+from tfp_flows import core
+
+tfb = tfp.bijectors
+tfd = tfp.distributions
+
+__all__ = ["distribution"]
+
+
+def distribution(bijector, event_shape, dtype=None):
+  """``TransformedDistribution`` of a standard normal on ``event_shape`` through ``bijector``.
+
+  The base dtype is ``dtype`` if given, else the bijector's, else (for a Chain of
+  dtype-agnostic parts, whose ``dtype`` is None) that of its floating variables, else float32.
+  """
+  if dtype is None:
+    dtype = bijector.dtype
+  if dtype is None:
+    float_dtypes = {v.dtype for v in bijector.variables if v.dtype.is_floating}
+    if len(float_dtypes) > 1:
+      raise TypeError(f"{bijector.name} mixes variable dtypes {sorted(d.name for d in float_dtypes)}"
+                      "; pass dtype= explicitly.")
+    dtype = float_dtypes.pop() if float_dtypes else tf.float32
+  dtype = core.float_dtype(dtype)
+  shape = list(core.as_event_shape(event_shape))
+  base = tfd.Sample(tfd.Normal(tf.constant(0., dtype), tf.constant(1., dtype)), shape)
+  return tfd.TransformedDistribution(base, bijector)
+
+
+def vector_size(event_shape, family):
+  shape = core.as_event_shape(event_shape)
+  if len(shape) != 1:
+    raise ValueError(f"{family} on vectors needs event_shape [D], got {list(shape)}.")
+  if shape[0] < 2:
+    raise ValueError(f"{family} needs an event size of at least 2, got {shape[0]}.")
+  return shape[0]
+
+
+def check_layers(num_layers):
+  if int(num_layers) < 1:
+    raise ValueError(f"num_layers must be >= 1, got {num_layers}.")
+  return int(num_layers)
+
+
+def permutation(d, kind, rng, dtype, name):
+  if kind == "reverse":
+    perm = np.arange(d)[::-1]
+  elif kind == "random":
+    perm = rng.permutation(d)
+  else:
+    raise ValueError(f"permutation must be 'reverse' or 'random', got {kind!r}.")
+  return tfb.Permute(perm.astype(np.int32), name=name)
