@@ -30,7 +30,7 @@ tfb = tfp.bijectors
 __all__ = ["float_dtype", "as_event_shape", "check_input", "check_dtype", "DtypeChecked",
            "initialize_once", "init_flag", "ParameterProperties", "BijectorCacheWithGreedyAttrs",
            "INVERT_TYPES", "stop_recording", "SUPPORTED_VERSIONS", "conditional_kwargs",
-           "conditional_shape"]
+           "conditional_shape", "pending_data_init"]
 
 SUPPORTED_VERSIONS = {"tensorflow": ("2.16", "2.22"), "tensorflow-probability": ("0.24", "0.26")}
 """Half-open ``[low, high)`` version ranges of the TF/TFP releases whose internals we use."""
@@ -211,3 +211,20 @@ def conditional_shape(bijector):
   if isinstance(bijector, INVERT_TYPES):
     return conditional_shape(bijector.bijector)
   return _own_conditional_shape(bijector)
+
+
+def pending_data_init(module):
+  """The sub-modules of ``module`` whose data-dependent initialisation has not run yet.
+
+  A layer with data-dependent initialisation exposes a public ``initialized`` attribute, a
+  boolean ``tf.Variable`` that is False until its first data batch (``ActNorm``,
+  ``MarginalGaussianization``, ``HouseholderRotation(init="pca")``). Callers such as
+  ``FlowModel`` run that first batch eagerly, so a bad batch is reported before training.
+  """
+  modules = [module] + list(getattr(module, "submodules", ()))
+  out = []
+  for m in modules:
+    flag = getattr(m, "initialized", None)
+    if isinstance(flag, tf.Variable) and flag.dtype == tf.bool and not bool(flag.numpy()):
+      out.append(m)
+  return out
