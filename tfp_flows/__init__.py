@@ -12,6 +12,7 @@ from tfp_flows import masks
 from tfp_flows import nets
 from tfp_flows import numerics
 from tfp_flows import testing
+from tfp_flows import train
 
 __version__ = "0.1.0"
 
