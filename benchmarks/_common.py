@@ -38,6 +38,8 @@ def environment():
       "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPU cores",
       "device": ", ".join(gpus) if gpus else "CPU",
       "python": platform.python_version(),
+      # 1-minute load average at the start: above the core count, other processes competed.
+      "load_average": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
       "versions": {name: _version(name) for name in
                    ("tensorflow", "tensorflow_probability", "keras", "torch", "zuko")},
   }
@@ -46,7 +48,8 @@ def environment():
 def header_line(env=None):
   env = env or environment()
   versions = ", ".join(f"{k} {v}" for k, v in env["versions"].items() if v)
-  return f"{env['date']} | {env['machine']} | {env['device']} | {versions}"
+  load = f" | load {env['load_average']}" if env.get("load_average") is not None else ""
+  return f"{env['date']} | {env['machine']}{load} | {env['device']} | {versions}"
 
 
 def time_per_call(fn, *, calls=10, repeats=5, sync=float):
