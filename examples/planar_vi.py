@@ -38,7 +38,7 @@ flags.DEFINE_integer("num_samples", 256, "Monte-Carlo samples of q per step")
 flags.DEFINE_float("learning_rate", 1e-2, "Adam learning rate")
 flags.DEFINE_integer("grid", 200, "grid points per axis for the plots")
 flags.DEFINE_integer("seed", 0, "seed of the flows' initial values and of the samples")
-flags.DEFINE_bool("quick", False, "smoke run: U1 and U3, K = 1 and 2, 30 steps, coarse grid")
+flags.DEFINE_bool("quick", False, "smoke run: U1, K = 1 and 2, 30 steps, coarse grid")
 FLAGS = flags.FLAGS
 
 BOX = tff.datasets.POTENTIAL_BOX
@@ -75,7 +75,7 @@ def main(argv):
   potentials, layers = FLAGS.potentials, [int(k) for k in FLAGS.num_layers]
   steps, grid_points = FLAGS.steps, FLAGS.grid
   if FLAGS.quick:
-    potentials, layers, steps, grid_points = ["U1", "U3"], [1, 2], 30, 40
+    potentials, layers, steps, grid_points = ["U1"], [1, 2], 30, 40
   import matplotlib  # pylint: disable=import-outside-toplevel
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel

@@ -43,6 +43,8 @@ import Keras.
     Probabilistic Modeling and Inference. JMLR 2021 (section 2.3: forward and reverse KL).
 """
 
+import weakref
+
 import numpy as np
 import tensorflow as tf
 
@@ -143,17 +145,31 @@ def make_vi_step(distribution, target_log_prob_fn, optimizer, num_samples, *, va
   return step
 
 
+# One compiled log_prob per (distribution, jit_compile), so that repeated evaluations (e.g. a
+# validation set every few steps) trace once; entries go with their distribution.
+_LOG_PROB_FNS = weakref.WeakKeyDictionary()
+
+
+def _compiled_log_prob(distribution, jit_compile):
+  fns = _LOG_PROB_FNS.setdefault(distribution, {})
+  if jit_compile not in fns:
+    ref = weakref.ref(distribution)  # the cache must not keep its key alive
+    fns[jit_compile] = tf.function(lambda x, c: _log_prob(ref(), x, c), autograph=False,
+                                   reduce_retracing=True, jit_compile=jit_compile)
+  return fns[jit_compile]
+
+
 def batched_log_prob(distribution, x, batch_size=4096, context=None, jit_compile=False):
-  """``log p(x [| context])`` of a large array, evaluated in compiled batches; a float64 array."""
+  """``log p(x [| context])`` of a large array, evaluated in compiled batches; a float64 array.
+
+  The compiled function is kept with the distribution, so repeated calls do not retrace
+  (a last, smaller batch traces once more).
+  """
   x = np.asarray(x)
   if len(x) == 0:
     return np.zeros([0], np.float64)
   dtype = distribution.dtype
-
-  @tf.function(autograph=False, reduce_retracing=True, jit_compile=jit_compile)
-  def log_prob(xb, cb):
-    return _log_prob(distribution, xb, cb)
-
+  log_prob = _compiled_log_prob(distribution, bool(jit_compile))
   out = []
   for i in range(0, len(x), int(batch_size)):
     cb = None if context is None else tf.constant(np.asarray(context)[i:i + batch_size], dtype)
