@@ -147,9 +147,11 @@ def main(argv):
     epochs, steps, timing = 3, 50, 500
   out = run(epochs, steps, batch_size=FLAGS.batch_size, learning_rate=FLAGS.learning_rate,
             num_timing_samples=timing, seed=FLAGS.seed)
+  # Strict JSON: a non-finite mean NLL (a test image the model gives ~0 mass) becomes null.
+  out = {k: None if isinstance(v, float) and not np.isfinite(v) else v for k, v in out.items()}
   os.makedirs(FLAGS.out, exist_ok=True)
   with open(os.path.join(FLAGS.out, "metrics.json"), "w") as f:
-    json.dump(out, f, indent=2)
+    json.dump(out, f, indent=2, allow_nan=False)
   print(f"wrote {FLAGS.out}/metrics.json")
 
 
