@@ -136,7 +136,8 @@ def write_results(name, results, env=None):
 
 
 def load_mnist(path=None):
-  """uint8 images ``[N, 28, 28]`` from an ``.npz`` file (key ``images``); ``path`` or the default."""
+  """uint8 images ``[N, 28, 28]`` from an ``.npz`` file (key ``images``): ``path`` or the
+  default."""
   path = path or DEFAULT_MNIST
   if not os.path.isfile(path):
     raise SystemExit(f"no image file at {path}; pass --data PATH (an .npz with key 'images')")

@@ -20,8 +20,8 @@ compiles, is not timed). The two trainers' epochs alternate, so that both see th
 machine load. ``fit/bare`` is the ratio of throughputs: 1.00 means no wrapper overhead, the
 target is >= 0.95. The same figures from process CPU time (``time.process_time``, all
 threads; the median epoch: what this process computed, whatever the other processes do) are
-less sensitive to a shared machine. The JSON keeps every epoch's times. ``held-out NLL`` (nats) checks that
-both trainers learn the same thing from the same start.
+less sensitive to a shared machine. The JSON keeps every epoch's times. ``held-out NLL``
+(nats) checks that both trainers learn the same thing from the same start.
 
     python benchmarks/bench_keras.py            # full run (a few minutes on 2 quiet cores)
     python benchmarks/bench_keras.py --quick    # smoke run

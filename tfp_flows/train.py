@@ -180,14 +180,26 @@ def batched_log_prob(distribution, x, batch_size=4096, context=None, jit_compile
 def initialize(distribution, x, context=None):
   """Runs the pending data-dependent initialisations (ActNorm, ...) on the batch ``x``.
 
-  Eager and outside any compiled step, so that a bad first batch (empty, non-finite) is
-  reported at once. Returns the initialised layers (empty if none was pending).
+  Eager and outside any compiled step. The batch is checked first: fewer than 2 rows or a
+  non-finite value is a ``ValueError`` naming the layers, and leaves them uninitialised (the
+  layers themselves would store statistics of whatever they are given). Returns the
+  initialised layers (empty if none was pending).
   """
   pending = core.pending_data_init(distribution.bijector)
-  if pending:
-    dtype = distribution.dtype
-    _log_prob(distribution, tf.constant(x, dtype),
-              None if context is None else tf.constant(context, dtype))
+  if not pending:
+    return []
+  names = ", ".join(m.name for m in pending)
+  xv = np.asarray(x)
+  if xv.ndim == 0 or len(xv) < 2:
+    raise ValueError(f"initialize: data-dependent initialisation of {names} needs a batch of at "
+                     f"least 2 rows, got shape {list(xv.shape)}.")
+  bad = int(np.size(xv) - np.count_nonzero(np.isfinite(xv)))
+  if bad:
+    raise ValueError(f"initialize: the batch for the data-dependent initialisation of {names} "
+                     f"has {bad} non-finite values (NaN or inf); pass finite data.")
+  dtype = distribution.dtype
+  _log_prob(distribution, tf.constant(xv, dtype),
+            None if context is None else tf.constant(context, dtype))
   return pending
 
 
