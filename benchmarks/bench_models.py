@@ -11,7 +11,8 @@ Three tables, each against TFP's own baseline in the same run. Each runs the exa
 * Distillation on 64-D digits: KL(student || teacher) of an IAF distilled from a trained MAF,
   and the sampling time of both (ratio; target >= 20x) (``examples/distill.py``).
 
-    python benchmarks/bench_models.py            # full run (~15-25 minutes on 2 quiet cores)
+    python benchmarks/bench_models.py            # full run (~2-3 min on 2 quiet cores; 121 s
+                                                 # with the previous training loop)
     python benchmarks/bench_models.py --quick    # smoke run (the examples' --quick)
     python benchmarks/bench_models.py --only vae,distill
 

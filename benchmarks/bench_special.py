@@ -26,7 +26,8 @@ now calls it and the hand-written version it replaced is kept in this script for
                            Logistic): log_cdf, log_prob, and log_cdf of the mirrored mixture at
                            -x for log(1 - F) (MixtureSameFamily has no log survival function)
 
-    python benchmarks/bench_special.py            # full run (about 4 minutes on 2 CPU cores)
+    python benchmarks/bench_special.py            # full run (1233 s on 2 cores shared with ~12
+                                                  # busy processes; mostly the mpmath references)
     python benchmarks/bench_special.py --quick    # smoke run (about 1 minute)
 
 Writes ``benchmarks/results/special.json`` (``special_quick.json`` with ``--quick``).

@@ -15,7 +15,7 @@ NLL on real data (this needs the IAF's sequential inverse, used here for evaluat
 the wall time of drawing ``num_timing_samples`` samples from each (compiled ``tf.function``,
 median of repeats after a warm-up) with their ratio.
 
-    python examples/distill.py --out runs/distill            # ~5-10 minutes, 2 cores
+    python examples/distill.py --out runs/distill            # about a minute, 2 cores
     python examples/distill.py --quick --out /tmp/distill    # smoke run
 
 Writes ``metrics.json`` to ``--out``.

@@ -21,7 +21,7 @@ Training: ``tff.train.make_train_step(loss, optimizer, variables)`` on ``-ELBO``
 explicit variable list: the encoder's and decoder's ``trainable_weights`` plus the prior's
 ``trainable_variables`` (a Keras 3 model does not see the ``tf.Variable``s of TFP bijectors).
 
-    python examples/vae_prior.py --out runs/vae_prior            # ~3-5 minutes, 2 cores
+    python examples/vae_prior.py --out runs/vae_prior            # about a minute, 2 cores
     python examples/vae_prior.py --quick --out /tmp/vae_prior    # smoke run
 
 Writes ``metrics.json`` (one row per prior) to ``--out``.

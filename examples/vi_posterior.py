@@ -14,7 +14,7 @@ ELBO ``E_q[log p(x, w) - log q(w)]`` is reported on fresh samples after training
 Monte-Carlo standard error. The surrogates' log-densities come with their samples
 (``experimental_sample_and_log_prob``), so the IAF is never inverted.
 
-    python examples/vi_posterior.py --out runs/vi_posterior          # ~5-10 minutes, 2 cores
+    python examples/vi_posterior.py --out runs/vi_posterior          # about a minute, 2 cores
     python examples/vi_posterior.py --quick --out /tmp/vi_posterior  # smoke run
 
 Writes ``metrics.json`` (one row per target and surrogate) to ``--out``.
