@@ -38,6 +38,8 @@ def environment():
       "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPU cores",
       "device": ", ".join(gpus) if gpus else "CPU",
       "python": platform.python_version(),
+      # 1-minute load average at the start: above the core count, other processes competed.
+      "load_average": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
       "versions": {name: _version(name) for name in
                    ("tensorflow", "tensorflow_probability", "keras", "torch", "zuko")},
   }
@@ -46,7 +48,8 @@ def environment():
 def header_line(env=None):
   env = env or environment()
   versions = ", ".join(f"{k} {v}" for k, v in env["versions"].items() if v)
-  return f"{env['date']} | {env['machine']} | {env['device']} | {versions}"
+  load = f" | load {env['load_average']}" if env.get("load_average") is not None else ""
+  return f"{env['date']} | {env['machine']}{load} | {env['device']} | {versions}"
 
 
 def time_per_call(fn, *, calls=10, repeats=5, sync=float):
@@ -133,9 +136,43 @@ def write_results(name, results, env=None):
 
 
 def load_mnist(path=None):
-  """uint8 images ``[N, 28, 28]`` from an ``.npz`` file (key ``images``); ``path`` or the default."""
+  """uint8 images ``[N, 28, 28]`` from an ``.npz`` file (key ``images``): ``path`` or the
+  default."""
   path = path or DEFAULT_MNIST
   if not os.path.isfile(path):
     raise SystemExit(f"no image file at {path}; pass --data PATH (an .npz with key 'images')")
   with np.load(path) as f:
     return np.asarray(f["images"])
+
+
+# --- peers built from TFP's own bijectors (shared by bench_keras and bench_realnvp) -------------
+
+def tfp_realnvp(d, num_layers, hidden):
+  """TFP's ``tfb.RealNVP`` stack with ``tff.nets.MLP`` conditioners and reverse permutations.
+
+  The conditioner is a ``tf.Module`` that TFP's RealNVP stores, so its variables are found by
+  ``tf.Module`` traversal (``chain.trainable_variables``).
+  """
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  import tensorflow_probability as tfp  # pylint: disable=import-outside-toplevel
+  import tfp_flows as tff  # pylint: disable=import-outside-toplevel
+  tfb = tfp.bijectors
+
+  class Conditioner(tf.Module):
+    """``shift_and_log_scale_fn(x, output_units) -> (shift, log_scale)`` from an MLP."""
+
+    def __init__(self, net):
+      super().__init__(name="conditioner")
+      self.net = net
+
+    def __call__(self, x, output_units, **kwargs):
+      del output_units, kwargs
+      return tuple(tf.split(self.net(x), 2, axis=-1))
+
+  layers = []
+  for i in range(num_layers):
+    if i:
+      layers.append(tfb.Permute(np.arange(d)[::-1].astype(np.int32)))
+    net = tff.nets.MLP(d // 2, 2 * (d - d // 2), hidden, seed=i)
+    layers.append(tfb.RealNVP(num_masked=d // 2, shift_and_log_scale_fn=Conditioner(net)))
+  return tfb.Chain(layers[::-1])

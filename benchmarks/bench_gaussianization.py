@@ -12,56 +12,53 @@
   (fresh tensors, so TFP's cache cannot answer).
 
 The Gaussianization flow starts from its RBIG state (data-dependent init on the training
-set), then trains like the others. Timings on a shared CPU are provisional.
+set), then trains like the others: ``tff.train.make_ml_step`` (Adam; compiled with
+``tf.function``, with XLA under ``--jit_compile``) on batches drawn with replacement.
 
-    python benchmarks/bench_gaussianization.py            # full run (~6 min on 2 CPU cores)
+    python benchmarks/bench_gaussianization.py            # full run (~6 min on 2 quiet cores)
     python benchmarks/bench_gaussianization.py --quick    # smoke run
 
 Writes ``benchmarks/results/gaussianization.json`` (``gaussianization_quick.json`` with
 ``--quick``).
 """
 
-import argparse
-import json
-import os
 import time
 
-import numpy as np
-import tensorflow as tf
+from absl import app
+from absl import flags
 
-import tfp_flows as tff
+import _common
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+import tfp_flows as tff  # noqa: E402
+
+flags.DEFINE_bool("quick", False, "smoke run (minutes -> seconds)")
+flags.DEFINE_bool("jit_compile", False, "compile the training steps with XLA")
+FLAGS = flags.FLAGS
 
 
 def _train(dist, x_train, steps, batch_size, learning_rate, seed):
-  """Adam on the mean NLL; projects variables that carry a constraint (MADE masks)."""
-  variables = dist.trainable_variables
-  opt = tf.keras.optimizers.Adam(learning_rate)
-  constrained = [v for v in variables if getattr(v, "constraint", None) is not None]
+  """Adam on the mean NLL (tff.train: constraints such as MADE's masks applied every step)."""
+  step = tff.train.make_ml_step(dist, keras.optimizers.Adam(learning_rate),
+                                jit_compile=FLAGS.jit_compile)
   data = tf.constant(x_train)
-
-  @tf.function
-  def step(idx):
-    with tf.GradientTape() as tape:
-      loss = -tf.reduce_mean(dist.log_prob(tf.gather(data, idx)))
-    opt.apply_gradients(zip(tape.gradient(loss, variables), variables))
-    for v in constrained:
-      v.assign(v.constraint(v))
-    return loss
-
   rng = np.random.default_rng(seed)
+  batch = lambda: tf.gather(data, rng.integers(0, len(x_train), batch_size))
   start = time.perf_counter()
-  step(rng.integers(0, len(x_train), batch_size))  # trace
+  float(step(batch()))  # trace (and compile)
   trace_s = time.perf_counter() - start
   start = time.perf_counter()
   for _ in range(steps - 1):
-    step(rng.integers(0, len(x_train), batch_size))
+    loss = step(batch())
+  float(loss)
   return {"trace_s": trace_s, "steps_per_s": (steps - 1) / (time.perf_counter() - start)}
 
 
-def _log_prob(dist, x, chunk=4096):
-  fn = tf.function(dist.log_prob)
-  return np.concatenate([fn(tf.constant(x[i:i + chunk])).numpy()
-                         for i in range(0, len(x), chunk)])
+def _log_prob(dist, x):
+  return tff.train.batched_log_prob(dist, x)
 
 
 def _models(d, cfg, x_train, dtype=tf.float32):
@@ -153,53 +150,49 @@ DIGITS = {"steps": 400, "batch": 128, "lr": 1e-3, "g_layers": 6, "g_components":
 QUICK = {"n_train": 4000, "n_test": 2000, "steps": 30}
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--quick", action="store_true", help="smoke run (minutes -> seconds)")
-  parser.add_argument("--out", default=None, help="JSON path")
-  args = parser.parse_args()
+def main(argv):
+  del argv
   toy_cfg, digits_cfg = dict(TOY), dict(DIGITS)
-  if args.quick:
+  if FLAGS.quick:
     toy_cfg.update(QUICK, g_layers=4)
     digits_cfg.update(steps=30, g_layers=2)
+  env = _common.environment()
+  print(_common.header_line(env))
   start = time.perf_counter()
-  results = {"config": {"toy": toy_cfg, "digits": digits_cfg, "quick": args.quick},
+  results = {"config": {"toy": toy_cfg, "digits": digits_cfg, "quick": FLAGS.quick,
+                        "jit_compile": FLAGS.jit_compile},
              "toy": {n: bench_toy(n, toy_cfg) for n in ("8gaussians", "checkerboard")},
              "digits": bench_digits(digits_cfg)}
   results["wall_s"] = time.perf_counter() - start
 
-  print(f"\nKL(data || model) in nats after {toy_cfg['steps']} Adam steps (batch "
-        f"{toy_cfg['batch']}); digits test bits/dim after {digits_cfg['steps']} steps")
-  header = f"{'model':<20}{'8gaussians':>12}{'checkerboard':>14}{'digits bpd':>12}{'fit/steps':>22}"
-  print(header)
-  print("-" * len(header))
+  rows = []
   for model in ("rbig (no training)", "gaussianization", "realnvp", "maf"):
     t8, tc, dg = (results["toy"]["8gaussians"][model], results["toy"]["checkerboard"][model],
                   results["digits"][model])
-    speed = (f"fit {t8['fit_s']:.1f}s/{dg['fit_s']:.1f}s" if "fit_s" in t8 else
-             f"{t8['steps_per_s']:.0f}/{dg['steps_per_s']:.0f} steps/s")
-    print(f"{model:<20}{t8['kl']:>12.3f}{tc['kl']:>14.3f}{dg['bits_per_dim']:>12.3f}{speed:>22}")
+    speed = (f"fit {t8['fit_s']:.1f}s / {dg['fit_s']:.1f}s" if "fit_s" in t8 else
+             f"{t8['steps_per_s']:.0f} / {dg['steps_per_s']:.0f} steps/s")
+    rows.append([model, t8["kl"], tc["kl"], dg["bits_per_dim"], speed])
+  _common.table(["model", "8gaussians KL", "checkerboard KL", "digits bits/dim",
+                 "fit time or steps/s (toy / digits)"], rows,
+                title=f"KL(data || model) in nats after {toy_cfg['steps']} Adam steps (batch "
+                      f"{toy_cfg['batch']}); digits test bits/dim after {digits_cfg['steps']}")
   for other in ("realnvp", "maf"):
     ratios = {n: r["gaussianization"]["kl"] / r[other]["kl"] for n, r in results["toy"].items()}
     results[f"kl_ratio_gaussianization_over_{other}"] = ratios
     print(f"KL ratio gaussianization / {other}: "
           + ", ".join(f"{n} {v:.2f}" for n, v in ratios.items()))
-  print("\nInverse accuracy (max abs round-trip error), fitted Gaussianization flows:")
+  print()
+  acc_rows = []
   for data in ("8gaussians", "checkerboard", "digits"):
     acc = results["toy"][data]["accuracy"] if data != "digits" else results["digits"]["accuracy"]
-    print(f"  {data:<13}" + "  ".join(
-        f"{dt}: data {a['data_round_trip']:.1e}, latent {a['latent_round_trip']:.1e}"
-        for dt, a in acc.items()))
+    for dt, a in acc.items():
+      acc_rows.append([data, dt, f"{a['data_round_trip']:.1e}", f"{a['latent_round_trip']:.1e}"])
+  _common.table(["data", "dtype", "max abs f(f^-1(x)) - x", "max abs f^-1(f(z)) - z"], acc_rows,
+                title="Inverse accuracy of the fitted Gaussianization flows")
   print(f"wall time {results['wall_s']:.0f}s")
-
-  out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
-                                 "gaussianization_quick.json" if args.quick
-                                 else "gaussianization.json")
-  os.makedirs(os.path.dirname(out), exist_ok=True)
-  with open(out, "w") as f:
-    json.dump(results, f, indent=2)
-  print(f"wrote {out}")
+  _common.write_results("gaussianization_quick" if FLAGS.quick else "gaussianization", results,
+                        env)
 
 
 if __name__ == "__main__":
-  main()
+  app.run(main)

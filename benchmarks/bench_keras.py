@@ -3,15 +3,16 @@
 Each flow is trained twice from the same initial values on the same ``tf.data`` pipeline
 (same shuffling seed, batch size, Adam settings):
 
-* ``bare loop``: ``for x in dataset: step(x)`` with ``step`` a ``tf.function(jit_compile=True)``
-  doing one maximum-likelihood Adam step (the loop users write by hand; for TFP's own
-  RealNVP and MAF this is "the TFP way" of training them);
+* ``bare loop``: ``for x in dataset: step(x)`` with ``step = tff.train.make_ml_step(dist, Adam)``,
+  one maximum-likelihood Adam step under ``tf.function(jit_compile=True)`` (the loop users write
+  by hand; for TFP's own RealNVP and MAF this is "the TFP way" of training them);
 * ``FlowModel.fit``: ``model.compile(Adam, jit_compile=True); model.fit(dataset, verbose=0)``,
   with the training guard (NaN batches, divergence) that ``fit`` always adds.
 
 Flows (D=16 correlated Gaussian-mixture data): our RealNVP (``tff.flows.realnvp``), TFP's
-``tfb.RealNVP`` with the same MLP conditioners (``tff.nets.MLP``) and reverse permutations,
-and TFP's ``MaskedAutoregressiveFlow`` (``tff.flows.maf``: tf_keras MADE networks).
+``tfb.RealNVP`` with the same MLP conditioners (``tff.nets.MLP``) and reverse permutations
+(``_common.tfp_realnvp``), and TFP's ``MaskedAutoregressiveFlow`` (``tff.flows.maf``: tf_keras
+MADE networks).
 
 Throughput = samples per second over whole epochs, from the fastest timed epoch (best-of-N,
 as ``timeit`` does: load from other processes only ever adds time; the first epoch, which
@@ -19,31 +20,31 @@ compiles, is not timed). The two trainers' epochs alternate, so that both see th
 machine load. ``fit/bare`` is the ratio of throughputs: 1.00 means no wrapper overhead, the
 target is >= 0.95. The same figures from process CPU time (``time.process_time``, all
 threads; the median epoch: what this process computed, whatever the other processes do) are
-less sensitive to a shared machine. The JSON keeps every epoch's times. ``held-out NLL`` (nats) checks that
-both trainers learn the same thing from the same start.
+less sensitive to a shared machine. The JSON keeps every epoch's times. ``held-out NLL``
+(nats) checks that both trainers learn the same thing from the same start.
 
-    python benchmarks/bench_keras.py            # full run (a few minutes on 2 CPU cores)
+    python benchmarks/bench_keras.py            # full run (a few minutes on 2 quiet cores)
     python benchmarks/bench_keras.py --quick    # smoke run
+
+Writes ``benchmarks/results/keras.json`` (``keras_quick.json`` with ``--quick``).
 """
 
-import argparse
-import datetime
-import json
-import os
-import platform
 import time
+import types
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from absl import app
+from absl import flags
+
+import _common
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-import tensorflow_probability as tfp  # noqa: E402
 
 import tfp_flows as tff  # noqa: E402
-from bench_realnvp import tfp_realnvp  # noqa: E402  (TFP's RealNVP with our MLPs; same folder)
 
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+flags.DEFINE_bool("quick", False, "small smoke run")
+FLAGS = flags.FLAGS
 
 
 def make_data(n, d, seed=0):
@@ -61,7 +62,7 @@ def make_data(n, d, seed=0):
 FLOWS = {
     "ours RealNVP": lambda d, a: tff.flows.realnvp([d], num_layers=a.layers,
                                                    hidden_units=a.hidden, seed=0),
-    "TFP RealNVP": lambda d, a: tfp_realnvp(d, a.layers, a.hidden),
+    "TFP RealNVP": lambda d, a: _common.tfp_realnvp(d, a.layers, a.hidden),
     "TFP MAF": lambda d, a: tff.flows.maf([d], num_layers=max(2, a.layers // 2),
                                           hidden_units=a.hidden, seed=0),
 }
@@ -99,15 +100,7 @@ def fit_trainer(dist, data, args):
 
 
 def bare_trainer(dist, data, args):
-  opt = keras.optimizers.Adam(args.lr)
-  variables = dist.trainable_variables
-
-  @tf.function(jit_compile=True)
-  def step(x):
-    with tf.GradientTape() as tape:
-      loss = -tf.reduce_mean(dist.log_prob(x))
-    opt.apply_gradients(zip(tape.gradient(loss, variables), variables))
-    return loss
+  step = tff.train.make_ml_step(dist, keras.optimizers.Adam(args.lr))
 
   def epoch(e):
     del e
@@ -121,7 +114,7 @@ def bare_trainer(dist, data, args):
 
 
 def held_out_nll(dist, x):
-  return float(-np.mean(dist.log_prob(x).numpy()))
+  return float(-np.mean(tff.train.batched_log_prob(dist, x)))
 
 
 def run(args):
@@ -161,45 +154,29 @@ def run(args):
   return rows
 
 
-def table(rows):
-  head = ("| flow | trainer | samples/s | fit/bare | samples/CPU-s | fit/bare (CPU) "
-          "| vs TFP RealNVP bare | held-out NLL |\n|---|---|---:|---:|---:|---:|---:|---:|")
-  lines = [head]
-  for r in rows:
-    lines.append(f"| {r['flow']} | {r['trainer']} | {r['samples_per_s']:,.0f} | "
-                 f"{r['fit_over_bare']:.3f} | {r['samples_per_cpu_s']:,.0f} | "
-                 f"{r['fit_over_bare_cpu']:.3f} | {r['vs_tfp_realnvp_bare']:.2f} | "
-                 f"{r['held_out_nll']:.3f} |")
-  return "\n".join(lines)
-
-
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--quick", action="store_true", help="small smoke run")
-  parser.add_argument("--out", default=None, help="JSON path (default benchmarks/results/)")
-  args = parser.parse_args()
-  args.d, args.lr = 16, 1e-3
-  if args.quick:
+def main(argv):
+  del argv
+  args = types.SimpleNamespace(d=16, lr=1e-3)
+  if FLAGS.quick:
     args.n, args.batch, args.epochs, args.layers, args.hidden = 4096, 256, 4, 2, [32]
   else:
     args.n, args.batch, args.epochs, args.layers, args.hidden = 32768, 512, 5, 6, [128, 128]
+  env = _common.environment()
+  print(_common.header_line(env))
   print(f"FlowModel.fit vs bare tf.function(jit_compile=True) loop: D={args.d}, "
         f"N={args.n}, batch {args.batch}, {args.layers} layers {args.hidden}, "
-        f"{args.epochs} timed epochs, devices {[d.name for d in tf.config.list_logical_devices()]}")
+        f"{args.epochs} timed epochs")
   rows = run(args)
-  print(table(rows))
-  out = args.out or os.path.join(RESULTS, "keras_quick.json" if args.quick else "keras.json")
-  os.makedirs(os.path.dirname(out), exist_ok=True)
-  meta = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-          "platform": platform.platform(), "tensorflow": tf.__version__,
-          "tfp": tfp.__version__, "keras": keras.__version__,
-          "devices": [d.name for d in tf.config.list_logical_devices()],
-          "cpu_count": os.cpu_count(), "load_avg": list(os.getloadavg()),
-          "config": {k: v for k, v in vars(args).items() if k not in ("out",)}}
-  with open(out, "w") as f:
-    json.dump({"meta": meta, "rows": rows}, f, indent=2)
-  print(f"wrote {out}")
+  _common.table(
+      ["flow", "trainer", "samples/s", "fit/bare", "samples/CPU-s", "fit/bare (CPU)",
+       "vs TFP RealNVP bare", "held-out NLL"],
+      [[r["flow"], r["trainer"], f"{r['samples_per_s']:,.0f}", f"{r['fit_over_bare']:.3f}",
+        f"{r['samples_per_cpu_s']:,.0f}", f"{r['fit_over_bare_cpu']:.3f}",
+        f"{r['vs_tfp_realnvp_bare']:.2f}", f"{r['held_out_nll']:.3f}"] for r in rows],
+      title="FlowModel.fit against the bare compiled step")
+  _common.write_results("keras_quick" if FLAGS.quick else "keras",
+                        {"config": vars(args), "rows": rows}, env)
 
 
 if __name__ == "__main__":
-  main()
+  app.run(main)

@@ -14,45 +14,49 @@ points z:
 
 Parameters: every family with random parameters (identity initialisation plus N(0, 0.5²)
 noise on every variable, ``--scale``); planar-tanh also at smaller noise, and *trained*: 32-layer
-planar flows fitted by reverse KL to the U1-U4 energies of Rezende & Mohamed (the VI example's
-``fit``, ``--trained-steps`` Adam steps each), which is how planar stacks are used.
+planar flows fitted by reverse KL (``tff.train.make_vi_step``, ``--trained_steps`` Adam steps
+each) to the U1-U4 energies of Rezende & Mohamed (``tff.datasets.potential``), which is how
+planar stacks are used.
 
 Targets (issue 4): round trip <= 1e-5 (float32) and <= 1e-10 (float64); inverse <= 10x forward.
 
-    python benchmarks/bench_planar.py            # full run (~7 minutes on 2 CPU cores)
+    python benchmarks/bench_planar.py            # full run (~7 minutes on 2 quiet CPU cores)
     python benchmarks/bench_planar.py --quick    # smoke run: 2k points, 8 layers, 20 VI steps
 
-Writes ``benchmarks/results/planar.json``.
+Writes ``benchmarks/results/planar.json`` (``planar_quick.json`` with ``--quick``).
 """
 
-import argparse
-import json
-import os
-import sys
 import time
 
-import numpy as np
-import tensorflow as tf
+from absl import app
+from absl import flags
 
-import tfp_flows as tff
+import _common
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples"))
-import planar_vi  # noqa: E402  (the U1-U4 energies and the VI fit of the example)
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+import tfp_flows as tff  # noqa: E402
+
+flags.DEFINE_bool("quick", False, "smoke run: 2k points, 8 layers, 20 VI steps")
+flags.DEFINE_integer("layers", 32, "layers per stack")
+flags.DEFINE_integer("points", 100_000, "points per round trip and timed call")
+flags.DEFINE_integer("repeats", 15, "alternating timing rounds")
+flags.DEFINE_float("scale", 0.5, "std of the noise added to every variable of the random stacks")
+flags.DEFINE_integer("trained_steps", 500,
+                     "Adam steps of each U1-U4 VI fit (0: skip the trained stacks)")
+flags.DEFINE_integer("seed", 0, "seed of the points, the random variables and the VI samples")
+FLAGS = flags.FLAGS
 
 TARGETS = {"float32": 1e-5, "float64": 1e-10}
 
 
 def _time_pair(forward, z, inverse, y, repeats):
-  """Median wall times of forward(z) and inverse(y), calls interleaved (same machine state)."""
-  forward(z)  # compile
-  inverse(y)
-  times = {"forward": [], "inverse": []}
-  for _ in range(repeats):
-    for key, fn, arg in (("forward", forward, z), ("inverse", inverse, y)):
-      start = time.perf_counter()
-      fn(arg).numpy()
-      times[key].append(time.perf_counter() - start)
-  return float(np.median(times["forward"])), float(np.median(times["inverse"]))
+  """Median wall times of forward(z) and inverse(y), calls alternating (same machine state)."""
+  times = _common.interleaved_times({"forward": lambda: forward(z), "inverse": lambda: inverse(y)},
+                                    calls=1, rounds=repeats, sync=lambda t: t.numpy())
+  return times["forward"], times["inverse"]
 
 
 def _mean_iterations(flow, y):
@@ -114,48 +118,41 @@ def random_flow(name, dtype, num_layers, scale, seed):
 
 
 def trained_flow(potential, num_layers, steps, seed):
-  """A float32 planar-tanh stack fitted to exp(-U) by reverse KL (the VI example's fit)."""
-  q, losses, seconds = planar_vi.fit(potential, num_layers, steps, sample_size=256,
-                                     learning_rate=1e-2, seed=seed)
-  return q.bijector, float(np.mean(losses[-max(1, steps // 10):])), seconds
+  """A float32 planar-tanh stack fitted to exp(-U) by reverse KL (as examples/planar_vi.py)."""
+  q = tff.flows.distribution(tff.flows.planar([2], num_layers=num_layers, seed=seed), [2])
+  step = tff.train.make_vi_step(q, tff.datasets.potential(potential).log_prob,
+                                keras.optimizers.Adam(1e-2), 256)
+  start = time.perf_counter()
+  losses = np.array([float(v) for v in [step(tf.constant([seed, i])) for i in range(steps)]])
+  return q.bijector, float(np.mean(losses[-max(1, steps // 10):])), time.perf_counter() - start
 
 
-def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--quick", action="store_true",
-                      help="smoke run: 2k points, 8 layers, 20 VI steps")
-  parser.add_argument("--layers", type=int, default=32)
-  parser.add_argument("--points", type=int, default=100_000)
-  parser.add_argument("--repeats", type=int, default=15)
-  parser.add_argument("--scale", type=float, default=0.5,
-                      help="std of the noise added to every variable of the random stacks")
-  parser.add_argument("--trained-steps", type=int, default=500,
-                      help="Adam steps of each U1-U4 VI fit (0: skip the trained stacks)")
-  parser.add_argument("--seed", type=int, default=0)
-  parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results",
-                                                    "planar.json"))
-  args = parser.parse_args(argv)
-  if args.quick:
-    args.layers, args.points, args.repeats, args.trained_steps = 8, 2000, 2, 20
-  run = lambda flow, name, params, dtype: bench_one(flow, name, params, dtype, args.layers,
-                                                    args.points, args.repeats, args.seed)
-
+def main(argv):
+  del argv
+  layers, points, repeats, trained_steps = (FLAGS.layers, FLAGS.points, FLAGS.repeats,
+                                            FLAGS.trained_steps)
+  if FLAGS.quick:
+    layers, points, repeats, trained_steps = 8, 2000, 2, 20
+  env = _common.environment()
+  print(_common.header_line(env))
+  run = lambda flow, name, params, dtype: bench_one(flow, name, params, dtype, layers, points,
+                                                    repeats, FLAGS.seed)
   rows = []
-  random_params = f"random {args.scale:g}"
+  random_params = f"random {FLAGS.scale:g}"
   for dtype in (tf.float32, tf.float64):
     for name in ("planar-tanh", "planar-leaky_relu", "radial", "maf"):
-      rows.append(run(random_flow(name, dtype, args.layers, args.scale, args.seed), name,
+      rows.append(run(random_flow(name, dtype, layers, FLAGS.scale, FLAGS.seed), name,
                       random_params, dtype))
   for scale in (0.1, 0.25):
-    rows.append(run(random_flow("planar-tanh", tf.float32, args.layers, scale, args.seed),
+    rows.append(run(random_flow("planar-tanh", tf.float32, layers, scale, FLAGS.seed),
                     "planar-tanh", f"random {scale:g}", tf.float32))
-  for potential in ("U1", "U2", "U3", "U4") if args.trained_steps > 0 else ():
-    flow, loss, seconds = trained_flow(potential, args.layers, args.trained_steps, args.seed)
+  for potential in tff.datasets.POTENTIAL_NAMES if trained_steps > 0 else ():
+    flow, loss, seconds = trained_flow(potential, layers, trained_steps, FLAGS.seed)
     params = f"VI-fit {potential}"
     for dtype in (tf.float32, tf.float64):
       row = run(flow if dtype == tf.float32 else _float64_copy(flow, "planar-tanh"),
                 "planar-tanh", params, dtype)
-      row.update(vi_steps=args.trained_steps, vi_final_loss=loss, vi_seconds=seconds)
+      row.update(vi_steps=trained_steps, vi_final_loss=loss, vi_seconds=seconds)
       rows.append(row)
   # Ratios to TFP's MAF stack of the same depth and dtype, measured in this run.
   for row in rows:
@@ -166,25 +163,19 @@ def main(argv=None):
     row["meets_accuracy_target"] = row["max_round_trip_error"] <= target
     row["meets_speed_target"] = row["inverse_over_forward"] <= 10.
 
-  header = (f"{'flow':<18}{'parameters':<13}{'dtype':<9}{'K':>3}{'points':>8}"
-            f"{'max|f^-1(f(z))-z|':>19}{'f64 floor':>11}"
-            f"{'iters':>7}{'fwd ms':>9}{'inv ms':>9}{'inv/fwd':>9}{'inv/TFP MAF':>13}")
-  print(header)
-  print("-" * len(header))
-  for r in rows:
-    print(f"{r['flow']:<18}{r['params']:<13}{r['dtype']:<9}{r['layers']:>3}{r['points']:>8}"
-          f"{r['max_round_trip_error']:>19.2e}"
-          f"{r['float64_inverse_of_same_outputs'] or float('nan'):>11.2e}"
-          f"{r['mean_root_iterations']:>7.2f}"
-          f"{r['forward_ms']:>9.1f}{r['inverse_ms']:>9.1f}{r['inverse_over_forward']:>9.2f}"
-          f"{r['inverse_vs_tfp_maf']:>13.2f}")
-  os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-  with open(args.out, "w") as f:
-    json.dump(dict(benchmark="planar", quick=args.quick, targets=TARGETS, rows=rows), f,
-              indent=2)
-  print(f"wrote {args.out}")
-  return rows
+  _common.table(
+      ["flow", "parameters", "dtype", "K", "points", "max abs f^-1(f(z)) - z", "f64 floor",
+       "iterations", "forward ms", "inverse ms", "inverse/forward", "inverse / TFP MAF"],
+      [[r["flow"], r["params"], r["dtype"], r["layers"], r["points"],
+        f"{r['max_round_trip_error']:.2e}",
+        f"{r['float64_inverse_of_same_outputs']:.2e}"
+        if r["float64_inverse_of_same_outputs"] is not None else None,
+        f"{r['mean_root_iterations']:.2f}", r["forward_ms"], r["inverse_ms"],
+        f"{r['inverse_over_forward']:.2f}", f"{r['inverse_vs_tfp_maf']:.2f}"] for r in rows],
+      title="Planar and radial stacks: round trip and cost")
+  _common.write_results("planar_quick" if FLAGS.quick else "planar",
+                        {"quick": FLAGS.quick, "targets": TARGETS, "rows": rows}, env)
 
 
 if __name__ == "__main__":
-  main()
+  app.run(main)

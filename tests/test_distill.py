@@ -153,3 +153,18 @@ def test_bad_arguments():
     tff.distill.density_distillation(teacher, student.bijector, num_steps=1)
   with pytest.raises(ValueError, match="share variables"):
     tff.distill.density_distillation(student, student, num_steps=1)
+
+
+def test_divergence_is_reported_and_the_student_reset():
+  # A teacher with no mass where the student samples: log_prob = -inf, a non-finite KL.
+  teacher = tfd.Independent(tfd.Uniform(low=[-0.1] * 3, high=[0.1] * 3), 1)
+  student = _iaf_student()
+  before = [v.numpy().copy() for v in student.trainable_variables]
+  with pytest.raises(FloatingPointError, match="step 0.*support.*reset"):
+    tff.distill.density_distillation(teacher, student, num_steps=5, batch_size=16,
+                                      eval_samples=0)
+  for b, v in zip(before, student.trainable_variables):
+    np.testing.assert_array_equal(b, v.numpy())
+  # Still usable: it samples and scores finitely.
+  x, log_q = tff.distill.sample_and_log_prob(student, 8, seed=[1, 1])
+  assert np.all(np.isfinite(log_q))

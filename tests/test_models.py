@@ -1,8 +1,6 @@
 """Flows as parts of larger models: JointDistribution latents, VI surrogates, a VAE prior."""
 
-import importlib.util
-import os
-
+import keras
 import numpy as np
 import pytest
 import scipy.stats
@@ -12,15 +10,6 @@ import tensorflow_probability as tfp
 import tfp_flows as tff
 
 tfd, tfb = tfp.distributions, tfp.bijectors
-
-_EXAMPLES = os.path.join(os.path.dirname(__file__), os.pardir, "examples")
-
-
-def _example(name):
-  spec = importlib.util.spec_from_file_location(name, os.path.join(_EXAMPLES, f"{name}.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
 
 
 def _flow_latent(seed=0):
@@ -88,74 +77,94 @@ def test_joint_named_flow_trains_inside_the_model():
   data = {k: tf.constant(np.array(v)) for k, v in sample.items()}
   variables = joint.trainable_variables
   before = [v.numpy().copy() for v in variables]
-  opt = tf.keras.optimizers.Adam(0.05)
-  losses = []
-  for _ in range(10):
-    with tf.GradientTape() as tape:
-      loss = -tf.reduce_mean(joint.log_prob(data))
-    grads = tape.gradient(loss, variables)
-    assert all(g is not None for g in grads)
-    opt.apply_gradients(zip(grads, variables))
-    losses.append(float(loss))
+  step = tff.train.make_train_step(lambda: -tf.reduce_mean(joint.log_prob(data)),
+                                   keras.optimizers.Adam(0.05), variables, jit_compile=False)
+  losses = [float(step()) for _ in range(10)]
   assert losses[-1] < losses[0]
   assert all(np.any(b != v.numpy()) for b, v in zip(before, variables))
 
 
-def test_vi_targets_match_numpy():
-  vi = _example("vi_posterior")
-  target, dim = vi.logistic_regression_target()
-  from sklearn.datasets import load_breast_cancer
-  x, y = load_breast_cancer(return_X_y=True)
-  x = np.c_[np.ones(len(x)), (x - x.mean(0)) / x.std(0)]
-  w = np.random.default_rng(0).normal(size=(3, dim)).astype(np.float32)
-  logits = w.astype(np.float64) @ x.T
-  manual = (scipy.stats.norm.logpdf(w).sum(-1)
-            + np.sum(y * logits - np.logaddexp(0., logits), -1))
-  np.testing.assert_allclose(target(w), manual, rtol=1e-4)
-  np.testing.assert_allclose(target(w[0]), manual[0], rtol=1e-4)
-
-  funnel, d = vi.funnel_target(5)
-  w = np.random.default_rng(1).normal(size=(4, d)).astype(np.float32)
-  manual = (scipy.stats.norm.logpdf(w[:, 0], 0., 3.)
-            + scipy.stats.norm.logpdf(w[:, 1:], 0., np.exp(w[:, :1] / 2.)).sum(-1))
-  np.testing.assert_allclose(funnel(w), manual, rtol=1e-5)
+def _surrogate(kind, dim):
+  """q = Shift o Scale o flow of N(0, I): the layout of examples/vi_posterior.py."""
+  affine = [tfb.Shift(tf.Variable(tf.zeros(dim))),
+            tfb.Scale(tfp.util.TransformedVariable(tf.ones(dim), tfb.Softplus()))]
+  flow = {"mean_field": [],
+          "iaf": [tff.flows.iaf([dim], num_layers=1, hidden_units=[8], seed=0)],
+          "realnvp": [tff.flows.realnvp([dim], num_layers=2, hidden_units=[8], seed=0)]}[kind]
+  if kind == "iaf":
+    for v in flow[0].trainable_variables:  # MADE starts from Glorot weights: near the identity
+      v.assign(0.1 * v)
+  return tfd.TransformedDistribution(tfd.Sample(tfd.Normal(0., 1.), [dim]),
+                                     tfb.Chain(affine + flow))
 
 
-@pytest.mark.parametrize("kind", ["iaf", "realnvp", "mean_field"])
-def test_vi_surrogates_train_every_variable(kind):
-  vi = _example("vi_posterior")
-  target, dim = vi.funnel_target(4)
-  surrogate = vi.make_surrogate(kind, dim, seed=0, num_layers=1, hidden_units=[8])
+def _trains_every_variable(surrogate, fit):
+  target = tff.datasets.funnel(4)
   before = [v.numpy().copy() for v in surrogate.trainable_variables]
-  losses = tfp.vi.fit_surrogate_posterior(
-      target, surrogate, optimizer=vi.tf_keras.optimizers.Adam(1e-2), num_steps=60,
-      sample_size=32, seed=tf.constant([0, 1]))
-  losses = losses.numpy()
+  losses = np.asarray(fit(target, surrogate))
   assert np.all(np.isfinite(losses)) and losses[-10:].mean() < losses[:10].mean()
   assert all(np.any(b != v.numpy()) for b, v in zip(before, surrogate.trainable_variables))
   # The one-pass log-density of the surrogate's samples is its density (IAF masks intact).
-  x, log_q = tff.distill.sample_and_log_prob(surrogate, 16, seed=[2, 3])
+  x, log_q = surrogate.experimental_sample_and_log_prob(16, seed=[2, 3])
   np.testing.assert_allclose(log_q, surrogate.log_prob(tf.constant(np.array(x))),
                              rtol=1e-4, atol=1e-4)
-  elbo, se = vi.elbo(target, surrogate, num_samples=2000)
-  assert np.isfinite(elbo) and elbo < 3 * se  # the funnel is normalised: ELBO <= 0
+  # The funnel is normalised: -loss is an ELBO <= log Z = 0 (up to Monte-Carlo error).
+  w, log_q = surrogate.experimental_sample_and_log_prob(4000, seed=[4, 5])
+  d = (target.log_prob(w) - log_q).numpy()
+  assert d.mean() < 3 * d.std() / np.sqrt(d.size)
 
 
-def test_vae_flow_prior_every_variable_trains():
-  vae_lib = _example("vae_prior")
-  x_train, x_test = vae_lib.load_data()
-  assert x_train.shape[1] == 64 and set(np.unique(x_train)) <= {0., 1.}
-  vae = vae_lib.VAE("flow", latent_dim=2, hidden=16, flow_layers=2, flow_hidden=[8])
-  variables = vae.trainable_variables
-  n_keras = len(vae.encoder.trainable_weights) + len(vae.decoder.trainable_weights)
-  assert len(vae.prior.trainable_variables) > 0 and len(variables) > n_keras
+@pytest.mark.parametrize("kind", ["iaf", "realnvp", "mean_field"])
+def test_flow_surrogates_with_tfp_vi(kind):
+  """tfp.vi.fit_surrogate_posterior trains flow surrogates (a tf_keras optimizer applies the
+  MADE masks' constraints)."""
+  import tf_keras  # pylint: disable=import-outside-toplevel
+
+  def fit(target, surrogate):
+    return tfp.vi.fit_surrogate_posterior(
+        target.log_prob, surrogate, optimizer=tf_keras.optimizers.Adam(1e-2), num_steps=60,
+        sample_size=32, seed=tf.constant([0, 1])).numpy()
+
+  _trains_every_variable(_surrogate(kind, 4), fit)
+
+
+def test_flow_surrogate_with_tff_train():
+  """The same with tff.train.make_vi_step and a Keras 3 optimizer (MADE constraints applied)."""
+  def fit(target, surrogate):
+    step = tff.train.make_vi_step(surrogate, target.log_prob, keras.optimizers.Adam(1e-2), 32,
+                                  jit_compile=False)
+    return [float(step(tf.constant([0, i]))) for i in range(60)]
+
+  _trains_every_variable(_surrogate("iaf", 4), fit)
+
+
+def test_vae_with_flow_prior_trains_every_variable():
+  """Keras 3 encoder/decoder and a flow prior (tf.Variables) trained jointly on -ELBO."""
+  rng = np.random.default_rng(0)
+  x = (rng.uniform(size=(256, 16)) < np.linspace(0.1, 0.9, 16)).astype(np.float32)
+  encoder = keras.Sequential([keras.Input([16]), keras.layers.Dense(16, activation="relu"),
+                              keras.layers.Dense(4)])
+  decoder = keras.Sequential([keras.Input([2]), keras.layers.Dense(16, activation="relu"),
+                              keras.layers.Dense(16)])
+  prior = tff.flows.distribution(tff.flows.realnvp([2], num_layers=2, hidden_units=[8]), [2])
+
+  def elbo(xb, seed):
+    out = encoder(xb)
+    q = tfd.MultivariateNormalDiag(out[:, :2], tf.math.softplus(out[:, 2:]) + 1e-4)
+    z = q.sample(seed=seed)
+    log_lik = tfd.Independent(tfd.Bernoulli(logits=decoder(z)), 1).log_prob(xb)
+    return log_lik + prior.log_prob(z) - q.log_prob(z)
+
+  variables = (encoder.trainable_weights + decoder.trainable_weights
+               + list(prior.trainable_variables))
+  assert len(prior.trainable_variables) > 0
   before = [np.array(v) for v in variables]
-  losses = vae_lib.train(vae, x_train, num_steps=40, batch_size=32, learning_rate=3e-3,
-                         verbose=False)
+  step = tff.train.make_train_step(lambda xb, s: -tf.reduce_mean(elbo(xb, s)),
+                                   keras.optimizers.Adam(3e-3), variables, jit_compile=False)
+  losses = np.array([float(step(tf.constant(x[rng.integers(0, 256, 32)]), tf.constant([0, i])))
+                     for i in range(60)])
   assert np.all(np.isfinite(losses)) and losses[-10:].mean() < losses[:10].mean()
   changed = [np.any(b != np.array(v)) for b, v in zip(before, variables)]
   assert all(changed), [v.name for v, c in zip(variables, changed) if not c]
-  elbo, iwae = vae_lib.evaluate(vae, x_test[:50], num_samples=20)
-  assert elbo.shape == (50,) and np.all(iwae >= elbo - 1e-4)  # IWAE bound >= ELBO
   # The ELBO is a lower bound on log p(x) <= 0 for binary data.
-  assert np.all(elbo < 0.)
+  assert np.all(elbo(tf.constant(x), tf.constant([1, 1])).numpy() < 0.)

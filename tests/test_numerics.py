@@ -95,6 +95,28 @@ def test_log1mexp_accuracy(dtype):
   assert np.all(np.isfinite(got))
 
 
+@pytest.mark.parametrize("dtype", [tf.float32, tf.float64])
+def test_log1mexp_gradient_is_finite_where_exp_rounds_to_one(dtype):
+  """The reason log1mexp is not tfp.math.log1mexp: its gradient is NaN for |x| < eps."""
+  x = np.array([-1e-30, -1e-20, -1e-12, -1e-7, -1e-3, -0.69, -0.7, -5., -40.])
+  xt = tf.constant(x, dtype)
+  with tf.GradientTape() as tape:
+    tape.watch(xt)
+    y = numerics.log1mexp(xt)
+  grad = tape.gradient(y, xt).numpy()
+  want = -1. / np.expm1(-x.astype(dtype.as_numpy_dtype).astype(np.float64))  # d/dx log(1 - e^x)
+  np.testing.assert_allclose(grad, want, rtol=10 * np.finfo(dtype.as_numpy_dtype).eps)
+
+
+def test_log_normal_pdf_matches_scipy_in_the_input_dtype():
+  scipy_stats = pytest.importorskip("scipy.stats")
+  x = np.array([-1e4, -3., 0., 0.5, 40.])
+  for dtype in (tf.float32, tf.float64):
+    got = numerics.log_normal_pdf(tf.constant(x, dtype))
+    assert got.dtype == dtype
+    np.testing.assert_allclose(got, scipy_stats.norm.logpdf(x), rtol=1e-6)
+
+
 def test_log_sigmoid_is_finite_far_out():
   x = tf.constant([-1000., -40., 0., 40., 1000.], tf.float32)
   with tf.GradientTape() as tape:

@@ -58,3 +58,84 @@ def test_fit_checks_its_data():
   with pytest.raises(ValueError, match="context rows"):
     tff.train.fit(dist, _data(8), context=np.zeros([4, 1]), optimizer=keras.optimizers.Adam(),
                   steps=1, batch_size=4)
+
+
+def test_make_train_step_minimises_any_loss_and_clips():
+  v = tf.Variable([3., -4.])
+  step = tff.train.make_train_step(lambda t: tf.reduce_sum(tf.square(v - t)),
+                                   keras.optimizers.SGD(0.1), [v], jit_compile=False)
+  target = tf.constant([1., 2.])
+  losses = [float(step(target)) for _ in range(100)]
+  assert losses[0] == pytest.approx(40.) and losses[-1] < 1e-6
+  np.testing.assert_allclose(v.numpy(), [1., 2.], atol=1e-4)
+  # clip_norm bounds the update: SGD(1.0) with gradients clipped to norm 1 moves v by 1.
+  w = tf.Variable([10., 0.])
+  clipped = tff.train.make_train_step(lambda: tf.reduce_sum(tf.square(w)),
+                                      keras.optimizers.SGD(1.), [w], clip_norm=1.)
+  clipped()
+  np.testing.assert_allclose(w.numpy(), [9., 0.], atol=1e-6)
+  with pytest.raises(ValueError, match="no variables"):
+    tff.train.make_train_step(lambda: tf.constant(0.), keras.optimizers.SGD(), [])
+
+
+class _ForwardOnly(tfp.bijectors.Bijector):
+  """y = x + shift with a forward log-det only: an inverse call is an error."""
+
+  def __init__(self):
+    self.shift = tf.Variable([0., 0.])
+    super().__init__(forward_min_event_ndims=1, name="forward_only")
+
+  def _forward(self, x):
+    return x + self.shift
+
+  def _forward_log_det_jacobian(self, x):
+    return tf.zeros(tf.shape(x)[:-1])
+
+  def _inverse(self, y):
+    raise AssertionError("inverse called")
+
+
+def test_vi_step_never_inverts_the_surrogate():
+  """log q comes with the sample (an IAF is never inverted)."""
+  q = tfd.TransformedDistribution(tfd.Sample(tfd.Normal(0., 1.), [2]), _ForwardOnly())
+  target = tfd.MultivariateNormalDiag([1., -2.], [1., 1.])
+  step = tff.train.make_vi_step(q, target.log_prob, keras.optimizers.Adam(0.1), 64,
+                                jit_compile=False)
+  losses = [float(step(tf.constant([i, 1], tf.int32))) for i in range(150)]
+  # KL(N(s, I) || N(m, I)) = |s - m|^2 / 2: 2.5 at the start, ~0 once the shift is learnt.
+  assert losses[0] == pytest.approx(2.5, abs=0.6)
+  np.testing.assert_allclose(q.bijector.shift.numpy(), [1., -2.], atol=0.15)
+
+
+def test_fit_runs_data_dependent_init_on_the_first_batch():
+  x = np.random.default_rng(0).normal(3., 2., size=(64, 4, 4, 1)).astype(np.float32)
+  dist = tff.flows.distribution(
+      tff.flows.realnvp([4, 4, 1], num_layers=1, hidden_units=4, num_blocks=1, num_scales=1),
+      [4, 4, 1])
+  pending = tff.core.pending_data_init(dist.bijector)
+  assert pending  # ActNorm waits for data
+  # A first batch that is not finite is refused and leaves the layers uninitialised.
+  bad = x[:8].copy()
+  bad[0, 0, 0, 0] = np.nan
+  with pytest.raises(ValueError, match="1 non-finite"):
+    tff.train.initialize(dist, bad)
+  with pytest.raises(ValueError, match="at least 2 rows"):
+    tff.train.initialize(dist, x[:1])
+  assert tff.core.pending_data_init(dist.bijector) == pending
+  losses = tff.train.fit(dist, x, optimizer=keras.optimizers.Adam(1e-3), steps=3, batch_size=16,
+                         jit_compile=False)
+  assert not tff.core.pending_data_init(dist.bijector) and np.all(np.isfinite(losses))
+  assert tff.train.initialize(dist, x) == []  # nothing left to initialise
+
+
+def test_batched_log_prob_with_context_matches_log_prob():
+  rng = np.random.default_rng(2)
+  x, c = rng.normal(size=(300, 2)).astype(np.float32), rng.normal(size=(300, 3)).astype(np.float32)
+  flow = tff.flows.realnvp([2], num_layers=2, hidden_units=[8], conditional_shape=[3], seed=1)
+  tff.testing.randomize_variables(flow, scale=0.3, seed=1)
+  dist = tff.flows.distribution(flow, [2])
+  expected = dist.log_prob(x, bijector_kwargs=tff.flows.conditional_kwargs(flow, c)).numpy()
+  for jit in (False, True):
+    got = tff.train.batched_log_prob(dist, x, batch_size=128, context=c, jit_compile=jit)
+    assert got.dtype == np.float64 and got.shape == (300,)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)

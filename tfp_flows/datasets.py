@@ -21,11 +21,26 @@ KL(data || model) is ``mean(data.log_prob(x) - model.log_prob(x))`` over fresh d
 Images: ``digits()`` is scikit-learn's bundled 8x8 handwritten digits (1797 images, pixel
 values 0..16, i.e. ``DIGITS_NUM_BINS = 17`` levels; shipped inside scikit-learn, nothing is
 downloaded), split into train and test sets with a fixed seed.
+
+Targets for variational inference (``Target``: a differentiable unnormalised ``log_prob`` in
+TensorFlow, and ``log_normalizer()`` where it is known): ``potential("U1")`` .. ``"U4"`` (the
+2-D energies of Rezende & Mohamed 2015), ``funnel(dim)`` (Neal's funnel, normalised) and
+``logistic_regression()`` (a 31-D Bayesian logistic-regression posterior on scikit-learn's
+breast-cancer data).
+
+#### References
+
+[1] Grathwohl et al. FFJORD: Free-form Continuous Dynamics for Scalable Reversible Generative
+    Models. ICLR 2019 (the 2-D toy densities).
+[2] Rezende, Mohamed. Variational Inference with Normalizing Flows. ICML 2015 (U1-U4).
+[3] Neal. Slice sampling. Annals of Statistics 2003 (the funnel).
 """
 
 import numpy as np
+import tensorflow as tf
 
-__all__ = ["toy", "TOY_NAMES", "ToyDensity", "digits", "DIGITS_NUM_BINS"]
+__all__ = ["toy", "TOY_NAMES", "ToyDensity", "digits", "DIGITS_NUM_BINS", "Target", "potential",
+           "POTENTIAL_NAMES", "funnel", "logistic_regression"]
 
 _R8 = 4. / np.sqrt(2.)
 _S8 = 0.5 / np.sqrt(2.)
@@ -178,3 +193,169 @@ def digits(test_fraction=0.2, seed=0, return_labels=False):
   if return_labels:
     return images[train], labels[train], images[test], labels[test]
   return images[train], images[test]
+
+
+# --- Unnormalised targets for variational inference -------------------------------------------
+
+
+class Target:
+  """An unnormalised log-density to fit by reverse KL: ``log_prob(z)`` (TensorFlow).
+
+  Attributes:
+    name: the target's name.
+    event_size: dimension of ``z``.
+    log_prob: ``z [..., event_size] -> [...]``, the log-density up to the constant
+      ``log_normalizer()`` (differentiable; float32 or float64, following ``z``).
+  """
+
+  def __init__(self, name, event_size, log_prob, log_normalizer=None):
+    self.name = name
+    self.event_size = int(event_size)
+    self.log_prob = log_prob
+    self._log_normalizer = log_normalizer
+
+  @property
+  def event_shape(self):
+    return (self.event_size,)
+
+  def log_normalizer(self):
+    """``log Z = log ∫ exp(log_prob(z)) dz`` where known (exact or by quadrature), else None.
+
+    With it, a reverse-KL loss ``E_q[log q - log_prob]`` converts to ``KL(q || p)`` by adding
+    ``log Z``.
+    """
+    if callable(self._log_normalizer):
+      self._log_normalizer = float(self._log_normalizer())
+    return self._log_normalizer
+
+  def __repr__(self):
+    return f"Target({self.name!r}, event_size={self.event_size})"
+
+
+# The energies U1-U4 of Rezende & Mohamed (2015, table 1 and fig. 3), p(z) ∝ exp(-U(z)):
+#
+#   w1 = sin(2 pi z1 / 4),  w2 = 3 exp(-((z1 - 1) / 0.6)^2 / 2),  w3 = 3 sigmoid((z1 - 1) / 0.3)
+#   U1 = ((|z| - 2) / 0.4)^2 / 2 - log(exp(-((z1 - 2) / 0.6)^2 / 2) + exp(-((z1 + 2) / 0.6)^2 / 2))
+#   U2 = ((z2 - w1) / 0.4)^2 / 2
+#   U3 = -log(exp(-((z2 - w1) / 0.35)^2 / 2) + exp(-((z2 - w1 + w2) / 0.35)^2 / 2))
+#   U4 = -log(exp(-((z2 - w1) / 0.4)^2 / 2) + exp(-((z2 - w1 + w3) / 0.35)^2 / 2))
+#
+# U2-U4 do not confine z1 (exp(-U) is not integrable), so every potential gets the soft wall
+# ((|z1| - 4)_+ / 0.2)^2 / 2, zero on the box [-4, 4]^2 where the paper plots them.
+
+POTENTIAL_BOX = 4.
+_WALL_WIDTH = 0.2
+
+
+def _half_square(t):
+  return 0.5 * tf.square(t)
+
+
+def _energies():
+
+  def w1(z):
+    return tf.sin(2. * np.pi * z[..., 0] / 4.)
+
+  def u1(z):
+    r = tf.norm(z, axis=-1)
+    modes = tf.stack([-_half_square((z[..., 0] - 2.) / 0.6),
+                      -_half_square((z[..., 0] + 2.) / 0.6)], -1)
+    return _half_square((r - 2.) / 0.4) - tf.reduce_logsumexp(modes, -1)
+
+  def u2(z):
+    return _half_square((z[..., 1] - w1(z)) / 0.4)
+
+  def u3(z):
+    w2 = 3. * tf.exp(-_half_square((z[..., 0] - 1.) / 0.6))
+    a = z[..., 1] - w1(z)
+    return -tf.reduce_logsumexp(
+        tf.stack([-_half_square(a / 0.35), -_half_square((a + w2) / 0.35)], -1), -1)
+
+  def u4(z):
+    w3 = 3. * tf.sigmoid((z[..., 0] - 1.) / 0.3)
+    a = z[..., 1] - w1(z)
+    return -tf.reduce_logsumexp(
+        tf.stack([-_half_square(a / 0.4), -_half_square((a + w3) / 0.35)], -1), -1)
+
+  return {"U1": u1, "U2": u2, "U3": u3, "U4": u4}
+
+
+POTENTIAL_NAMES = ("U1", "U2", "U3", "U4")
+
+
+def potential(name):
+  """The 2-D target ``exp(-U(z) - wall(z))`` for ``U`` one of ``U1``-``U4`` (Rezende & Mohamed).
+
+  ``log_normalizer()`` integrates the density by the midpoint rule on
+  ``[-6, 6] x [-8, 8]`` (1200 x 1600 cells; the wall's tails and U1's ring lie well inside).
+  """
+  key = str(name).upper()
+  energies = _energies()
+  if key not in energies:
+    raise ValueError(f"unknown potential {name!r}; expected one of {list(POTENTIAL_NAMES)}.")
+  energy = energies[key]
+
+  def log_prob(z):
+    z = tf.convert_to_tensor(z)
+    if z.shape[-1] is not None and z.shape[-1] != 2:
+      raise ValueError(f"potential {key}: expected z of shape [..., 2], got {z.shape}.")
+    wall = _half_square(tf.nn.relu(tf.abs(z[..., 0]) - POTENTIAL_BOX) / _WALL_WIDTH)
+    return -(energy(z) + wall)
+
+  def log_normalizer():
+    x1 = np.linspace(-6., 6., 1201)
+    x2 = np.linspace(-8., 8., 1601)
+    c1, c2 = 0.5 * (x1[1:] + x1[:-1]), 0.5 * (x2[1:] + x2[:-1])
+    grid = np.stack(np.meshgrid(c1, c2, indexing="ij"), -1).reshape(-1, 2)
+    lp = log_prob(tf.constant(grid, tf.float64)).numpy()
+    m = lp.max()
+    return m + np.log(np.sum(np.exp(lp - m)) * (x1[1] - x1[0]) * (x2[1] - x2[0]))
+
+  return Target(key, 2, log_prob, log_normalizer)
+
+
+def funnel(dim=10):
+  """Neal's funnel in ``dim`` dimensions: ``v ~ N(0, 3^2)``, ``x_i | v ~ N(0, e^v)``.
+
+  ``z = (v, x_1..x_{dim-1})``; the density is normalised (``log_normalizer() == 0``), so a
+  reverse-KL loss is exactly ``KL(q || p)``.
+  """
+  if int(dim) < 2:
+    raise ValueError(f"funnel: dim must be >= 2, got {dim}.")
+  log_2pi = np.log(2. * np.pi)
+
+  def log_prob(z):
+    z = tf.convert_to_tensor(z)
+    v, x = z[..., 0], z[..., 1:]
+    log_pv = -0.5 * tf.square(v / 3.) - np.log(3.) - 0.5 * log_2pi
+    log_px = tf.reduce_sum(-0.5 * tf.square(x) * tf.exp(-v)[..., None] - 0.5 * v[..., None]
+                           - 0.5 * log_2pi, -1)
+    return log_pv + log_px
+
+  return Target(f"funnel_{int(dim)}d", dim, log_prob, 0.)
+
+
+def logistic_regression():
+  """Posterior of Bayesian logistic regression on scikit-learn's breast-cancer data.
+
+  569 patients, 30 features standardised (full-data mean and std) plus an intercept: ``w`` in
+  R^31 with prior ``N(0, I)``; ``log_prob(w) = log N(w; 0, I) + sum_n log Bernoulli(y_n;
+  sigmoid(x_n . w))`` (unnormalised: the evidence is unknown). Float32 or float64 ``w``.
+  Requires scikit-learn.
+  """
+  try:
+    from sklearn.datasets import load_breast_cancer  # pylint: disable=import-outside-toplevel
+  except ImportError as e:
+    raise ImportError("logistic_regression() needs scikit-learn: pip install scikit-learn") from e
+  x, y = load_breast_cancer(return_X_y=True)
+  x = np.concatenate([np.ones((len(x), 1)), (x - x.mean(0)) / x.std(0)], 1)
+  sign = 2. * y - 1.  # log Bernoulli(y; sigmoid(l)) = log_sigmoid((2y - 1) l)
+  d = x.shape[1]
+
+  def log_prob(w):
+    w = tf.convert_to_tensor(w)
+    logits = tf.tensordot(w, tf.constant(x, w.dtype), [[-1], [-1]])  # [..., N]
+    prior = tf.reduce_sum(-0.5 * tf.square(w), -1) - 0.5 * d * np.log(2. * np.pi)
+    return prior + tf.reduce_sum(tf.math.log_sigmoid(tf.constant(sign, w.dtype) * logits), -1)
+
+  return Target("logistic_regression", d, log_prob)

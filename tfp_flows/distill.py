@@ -40,6 +40,8 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from tfp_flows import train
+
 tfd = tfp.distributions
 tfb = tfp.bijectors
 
@@ -66,10 +68,10 @@ class DistillationResult:
 def sample_and_log_prob(distribution, n, seed):
   """``n`` reparameterised samples of ``distribution`` and its log-density at them.
 
-  For a ``TransformedDistribution`` the log-density is computed from the base sample ``z``
-  (``log base(z) - fldj(z)``), never through ``bijector.inverse``: an IAF student gets its
-  own log-probs in one pass. Nested transformed distributions recurse. Other distributions use
-  ``experimental_sample_and_log_prob``.
+  TFP's ``experimental_sample_and_log_prob``: a ``TransformedDistribution`` with an injective
+  bijector computes the log-density from the base sample ``z`` (``log base(z) - fldj(z)``),
+  never through ``bijector.inverse``, so an IAF student gets its own log-probs in one pass
+  (nested transformed distributions recurse).
 
   Args:
     distribution: a ``tfd.Distribution`` with ``FULLY_REPARAMETERIZED`` samples.
@@ -80,22 +82,7 @@ def sample_and_log_prob(distribution, n, seed):
     ``(x, log_prob)`` with ``x`` of shape ``[n] + event_shape`` and ``log_prob`` of ``[n]``
     (plus any batch shape of ``distribution``).
   """
-  if isinstance(distribution, tfd.TransformedDistribution):
-    z, log_base = sample_and_log_prob(distribution.distribution, n, seed)
-    bijector = distribution.bijector
-    # The bijector acts on base events (as in TransformedDistribution.log_prob).
-    event_ndims = _rank(distribution.distribution.event_shape)
-    x = bijector.forward(z)
-    fldj = bijector.forward_log_det_jacobian(z, event_ndims=event_ndims)
-    return x, log_base - fldj
   return distribution.experimental_sample_and_log_prob(n, seed=seed)
-
-
-def _rank(shape):
-  rank = tf.TensorShape(shape).rank
-  if rank is None:
-    raise ValueError("sample_and_log_prob needs a statically known event rank.")
-  return rank
 
 
 def _check_pair(teacher, student):
@@ -148,15 +135,6 @@ def kl_estimate(student, teacher, num_samples=10_000, batch_size=2_000, seed=0):
   return float(d.mean()), float(d.std(ddof=1) / np.sqrt(d.size))
 
 
-def _apply_constraints(variables):
-  # TFP's AutoregressiveNetwork keeps its masks through the kernels' `constraint`; apply
-  # them after every update whatever the optimiser does (the projection is idempotent).
-  for v in variables:
-    constraint = getattr(v, "constraint", None)
-    if constraint is not None:
-      v.assign(constraint(v))
-
-
 def density_distillation(teacher, student, num_steps=1000, batch_size=256, optimizer=None,
                          learning_rate=1e-3, seed=0, eval_samples=10_000, jit_compile=False,
                          log_every=0):
@@ -191,34 +169,30 @@ def density_distillation(teacher, student, num_steps=1000, batch_size=256, optim
   teacher_ids = {id(v) for v in teacher.trainable_variables}
   if any(id(v) in teacher_ids for v in variables):
     raise ValueError("teacher and student share variables; distillation would move both.")
+  # One reverse-KL step (tff.train): KL(student || teacher) on the student's own samples, the
+  # teacher's log_prob as the target; gradients reach the student's variables only.
+  step = train.make_vi_step(student, teacher.log_prob, optimizer, batch_size,
+                            variables=variables, jit_compile=jit_compile)
   base = _seed_pair(seed)
-
-  def step(s):
-    with tf.GradientTape() as tape:
-      x, log_q = sample_and_log_prob(student, batch_size, s)
-      kl = tf.reduce_mean(log_q - teacher.log_prob(x))
-    grads = tape.gradient(kl, variables)
-    optimizer.apply_gradients(zip(grads, variables))
-    _apply_constraints(variables)
-    return kl
-
-  step = tf.function(step, jit_compile=jit_compile)
+  initial = [v.numpy() for v in variables]
   history = np.empty(num_steps)
   start = time.perf_counter()
   for i in range(num_steps):
     history[i] = step(base + tf.constant([0, 1_000_003 + i], tf.int32)).numpy()
+    if not np.isfinite(history[i]):
+      # That step's update is not finite either: give the student back its initial values.
+      for v, value in zip(variables, initial):
+        v.assign(value)
+      hint = ("the teacher's log_prob is not finite at some of the initial student samples: "
+              "start the student inside the teacher's support (e.g. a narrower base or an "
+              "initial affine layer) or use a smoother teacher" if i == 0 else
+              "lower the learning rate")
+      raise FloatingPointError(f"distillation diverged: non-finite KL at step {i}; {hint}. "
+                               "The student's variables were reset to their initial values.")
     if log_every and (i + 1) % int(log_every) == 0:
       print(f"step {i + 1}/{num_steps}: KL(student || teacher) ~ "
             f"{history[max(0, i + 1 - log_every):i + 1].mean():.4f}")
   seconds = time.perf_counter() - start
-  if not np.all(np.isfinite(history)):
-    first = int(np.argmin(np.isfinite(history)))
-    hint = ("the teacher's log_prob is not finite at some of the initial student samples: "
-            "start the student inside the teacher's support (e.g. a narrower base or an "
-            "initial affine layer) or use a smoother teacher" if first == 0 else
-            "lower the learning rate")
-    raise FloatingPointError(f"distillation diverged: first non-finite KL at step {first}; "
-                             f"{hint}.")
   kl, stderr = float("nan"), float("nan")
   if eval_samples:
     kl, stderr = kl_estimate(student, teacher, eval_samples, min(int(eval_samples), 2_000),

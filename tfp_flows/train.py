@@ -1,8 +1,7 @@
 """Training steps: maximum likelihood, batched log-densities and reverse KL, written once.
 
-``FlowModel`` (Keras), density distillation, the CLI, the examples and the benchmarks all train
-through these functions, so the loss, the variable constraints and the compilation are the same
-everywhere.
+Density distillation, the examples and the benchmarks train through these functions, so the
+loss, the variable constraints and the compilation are the same everywhere.
 
 Maximum likelihood (density estimation), over a batch ``x_1..x_N`` with optional contexts::
 
@@ -12,11 +11,17 @@ Reverse KL (variational inference, distillation), for an unnormalised target ``l
 
     loss = E_{z ~ q}[log q(z) - log p~(z)]   (Monte Carlo, reparameterised samples of q)
 
-which is ``KL(q || p) - log Z`` and so is minimised by ``q = p``.
+which is ``KL(q || p) - log Z`` and so is minimised by ``q = p``. ``log q(z)`` comes with the
+sample (``experimental_sample_and_log_prob``: for a flow, the forward log-det at the base
+point), so an IAF surrogate is never inverted.
+
+Any other differentiable objective (an ELBO with encoder and decoder, a joint model's
+likelihood) gets the same compiled step from ``make_train_step``.
 
 Variables with a ``constraint`` (TFP's MADE keeps its autoregressive masks there) are projected
 after every optimizer step. The optimizer is any object with ``apply_gradients`` (a Keras 3 or
-tf_keras optimizer); this module does not import Keras.
+tf_keras optimizer; a learning-rate schedule goes into the optimizer); this module does not
+import Keras.
 
 #### Examples
 
@@ -26,19 +31,27 @@ tf_keras optimizer); this module does not import Keras.
                            batch_size=512)
     test_log_prob = tff.train.batched_log_prob(dist, x_test)
 
+    # Variational inference: q fitted to exp(-U) by reverse KL.
+    q = tff.flows.distribution(tff.flows.planar([2], num_layers=8), [2])
+    step = tff.train.make_vi_step(q, tff.datasets.potential("U1").log_prob,
+                                  keras.optimizers.Adam(1e-2), num_samples=256)
+    losses = [float(step(tf.constant([i, 0]))) for i in range(1000)]
+
 #### References
 
 [1] Papamakarios, Nalisnick, Rezende, Mohamed, Lakshminarayanan. Normalizing Flows for
     Probabilistic Modeling and Inference. JMLR 2021 (section 2.3: forward and reverse KL).
 """
 
+import weakref
+
 import numpy as np
 import tensorflow as tf
 
 from tfp_flows import core
 
-__all__ = ["negative_log_likelihood", "make_ml_step", "make_vi_step", "batched_log_prob",
-           "fit", "apply_constraints"]
+__all__ = ["negative_log_likelihood", "reverse_kl", "make_train_step", "make_ml_step",
+           "make_vi_step", "batched_log_prob", "initialize", "fit", "apply_constraints"]
 
 
 def _log_prob(distribution, x, context):
@@ -61,15 +74,37 @@ def apply_constraints(variables):
       v.assign(constraint(tf.convert_to_tensor(v)))
 
 
-def _apply(optimizer, loss_fn, variables, clip_norm):
-  with tf.GradientTape() as tape:
-    loss = loss_fn()
-  grads = tape.gradient(loss, variables)
-  if clip_norm is not None:
-    grads, _ = tf.clip_by_global_norm(grads, clip_norm)
-  optimizer.apply_gradients(zip(grads, variables))
-  apply_constraints(variables)
-  return loss
+def make_train_step(loss_fn, optimizer, variables, *, jit_compile=True, clip_norm=None):
+  """A compiled step ``step(*args) -> loss`` that takes one optimizer step on ``loss_fn(*args)``.
+
+  Args:
+    loss_fn: ``(*args) -> scalar loss`` (tensors in, differentiable in ``variables``).
+    optimizer: an optimizer with ``apply_gradients`` (Keras 3 or tf_keras).
+    variables: the variables to train (a list; e.g. a Keras model's ``trainable_weights`` plus
+      a flow's ``trainable_variables``).
+    jit_compile: compile the step with XLA.
+    clip_norm: clip the gradients to this global norm (None: no clipping).
+  """
+  variables = list(variables)
+  if not variables:
+    raise ValueError("make_train_step: no variables to train.")
+
+  @tf.function(jit_compile=jit_compile, autograph=False)
+  def step(*args):
+    with tf.GradientTape() as tape:
+      loss = loss_fn(*args)
+    grads = tape.gradient(loss, variables)
+    if clip_norm is not None:
+      grads, _ = tf.clip_by_global_norm(grads, clip_norm)
+    optimizer.apply_gradients(zip(grads, variables))
+    apply_constraints(variables)
+    return loss
+
+  return step
+
+
+def _variables(distribution, variables):
+  return list(variables if variables is not None else distribution.trainable_variables)
 
 
 def make_ml_step(distribution, optimizer, *, variables=None, jit_compile=True, clip_norm=None):
@@ -83,14 +118,16 @@ def make_ml_step(distribution, optimizer, *, variables=None, jit_compile=True, c
     jit_compile: compile the step with XLA.
     clip_norm: clip the gradients to this global norm (None: no clipping).
   """
-  variables = list(variables if variables is not None else distribution.trainable_variables)
+  step = make_train_step(lambda x, context: negative_log_likelihood(distribution, x, context),
+                         optimizer, _variables(distribution, variables),
+                         jit_compile=jit_compile, clip_norm=clip_norm)
+  return lambda x, context=None: step(x, context)
 
-  @tf.function(jit_compile=jit_compile, autograph=False)
-  def step(x, context=None):
-    return _apply(optimizer, lambda: negative_log_likelihood(distribution, x, context),
-                  variables, clip_norm)
 
-  return step
+def reverse_kl(distribution, target_log_prob_fn, num_samples, seed):
+  """Monte-Carlo ``E_q[log q(z) - log p~(z)]`` on ``num_samples`` reparameterised samples."""
+  z, log_q = distribution.experimental_sample_and_log_prob(num_samples, seed=seed)
+  return tf.reduce_mean(log_q - target_log_prob_fn(z))
 
 
 def make_vi_step(distribution, target_log_prob_fn, optimizer, num_samples, *, variables=None,
@@ -99,31 +136,40 @@ def make_vi_step(distribution, target_log_prob_fn, optimizer, num_samples, *, va
 
   ``seed`` is a stateless seed (an int32 tensor of shape ``[2]``); ``target_log_prob_fn(z)``
   returns the unnormalised target log-density of samples ``z`` (shape ``[num_samples]``).
+  The loss is ``KL(q || p) - log Z`` (``log Z`` of the target's normaliser), estimated on
+  ``num_samples`` samples with ``log q`` from the sampling pass (no inverse).
   """
-  variables = list(variables if variables is not None else distribution.trainable_variables)
-
-  def loss_fn(seed):
-    z = distribution.sample(num_samples, seed=seed)
-    return tf.reduce_mean(distribution.log_prob(z) - target_log_prob_fn(z))
-
-  @tf.function(jit_compile=jit_compile, autograph=False)
-  def step(seed):
-    return _apply(optimizer, lambda: loss_fn(seed), variables, clip_norm)
-
+  step = make_train_step(
+      lambda seed: reverse_kl(distribution, target_log_prob_fn, num_samples, seed), optimizer,
+      _variables(distribution, variables), jit_compile=jit_compile, clip_norm=clip_norm)
   return step
 
 
-def batched_log_prob(distribution, x, batch_size=4096, context=None):
-  """``log p(x [| context])`` of a large array, evaluated in compiled batches; a float64 array."""
+# One compiled log_prob per (distribution, jit_compile), so that repeated evaluations (e.g. a
+# validation set every few steps) trace once; entries go with their distribution.
+_LOG_PROB_FNS = weakref.WeakKeyDictionary()
+
+
+def _compiled_log_prob(distribution, jit_compile):
+  fns = _LOG_PROB_FNS.setdefault(distribution, {})
+  if jit_compile not in fns:
+    ref = weakref.ref(distribution)  # the cache must not keep its key alive
+    fns[jit_compile] = tf.function(lambda x, c: _log_prob(ref(), x, c), autograph=False,
+                                   reduce_retracing=True, jit_compile=jit_compile)
+  return fns[jit_compile]
+
+
+def batched_log_prob(distribution, x, batch_size=4096, context=None, jit_compile=False):
+  """``log p(x [| context])`` of a large array, evaluated in compiled batches; a float64 array.
+
+  The compiled function is kept with the distribution, so repeated calls do not retrace
+  (a last, smaller batch traces once more).
+  """
   x = np.asarray(x)
   if len(x) == 0:
     return np.zeros([0], np.float64)
   dtype = distribution.dtype
-
-  @tf.function(autograph=False, reduce_retracing=True)
-  def log_prob(xb, cb):
-    return _log_prob(distribution, xb, cb)
-
+  log_prob = _compiled_log_prob(distribution, bool(jit_compile))
   out = []
   for i in range(0, len(x), int(batch_size)):
     cb = None if context is None else tf.constant(np.asarray(context)[i:i + batch_size], dtype)
@@ -131,13 +177,40 @@ def batched_log_prob(distribution, x, batch_size=4096, context=None):
   return np.concatenate(out).astype(np.float64)
 
 
+def initialize(distribution, x, context=None):
+  """Runs the pending data-dependent initialisations (ActNorm, ...) on the batch ``x``.
+
+  Eager and outside any compiled step. The batch is checked first: fewer than 2 rows or a
+  non-finite value is a ``ValueError`` naming the layers, and leaves them uninitialised (the
+  layers themselves would store statistics of whatever they are given). Returns the
+  initialised layers (empty if none was pending).
+  """
+  pending = core.pending_data_init(distribution.bijector)
+  if not pending:
+    return []
+  names = ", ".join(m.name for m in pending)
+  xv = np.asarray(x)
+  if xv.ndim == 0 or len(xv) < 2:
+    raise ValueError(f"initialize: data-dependent initialisation of {names} needs a batch of at "
+                     f"least 2 rows, got shape {list(xv.shape)}.")
+  bad = int(np.size(xv) - np.count_nonzero(np.isfinite(xv)))
+  if bad:
+    raise ValueError(f"initialize: the batch for the data-dependent initialisation of {names} "
+                     f"has {bad} non-finite values (NaN or inf); pass finite data.")
+  dtype = distribution.dtype
+  _log_prob(distribution, tf.constant(xv, dtype),
+            None if context is None else tf.constant(context, dtype))
+  return pending
+
+
 def fit(distribution, x, *, optimizer, steps, batch_size, context=None, seed=0,
         jit_compile=True, clip_norm=None, callback=None):
   """Maximum likelihood by minibatch steps on in-memory data; returns the per-step losses.
 
   Batches are drawn without replacement within each pass over ``x`` (reshuffled every pass,
-  seeded). ``callback(step, loss)`` is called after every step (``loss`` a tensor: reading it
-  waits for the step); returning ``True`` stops training.
+  seeded); pending data-dependent initialisations run on the first batch (``initialize``).
+  ``callback(step, loss)`` is called after every step (``loss`` a tensor: reading it waits for
+  the step); returning ``True`` stops training.
   """
   x = np.asarray(x)
   dtype = distribution.dtype
@@ -157,6 +230,8 @@ def fit(distribution, x, *, optimizer, steps, batch_size, context=None, seed=0,
       order, pos = rng.permutation(n), 0
     idx = order[pos:pos + batch_size]
     pos += batch_size
+    if i == 0:
+      initialize(distribution, x[idx], None if c is None else c[idx])
     cb = None if c is None else tf.constant(c[idx], dtype)
     loss = train_step(tf.constant(x[idx], dtype), cb)
     losses.append(loss)
