@@ -671,6 +671,11 @@ class FlowModel(keras.Model):
     for key in ("metrics", "weighted_metrics", "loss_weights"):
       if kwargs.get(key):
         raise ValueError(f"FlowModel reports its own metrics (loss, bits_per_dim); got {key}.")
+    if kwargs.get("jit_compile") is True and self.distribute_strategy.num_replicas_in_sync > 1:
+      raise ValueError(f"{self.name}: jit_compile=True does not work under a distribution "
+                       "strategy with more than one replica (Keras compiles the step of every "
+                       "replica into one XLA program, which cannot reach the variables of the "
+                       "other devices); compile with jit_compile=False or 'auto'.")
     if not self.trainable_weights:
       raise ValueError(f"{self.name}: the distribution has no trainable variables; there is "
                        "nothing to fit.")
