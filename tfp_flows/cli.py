@@ -90,8 +90,8 @@ _COMMAND_HELP = {
 _REQUIRED = {"train": ("data", "out"), "sample": ("run", "out"), "logprob": ("run", "data")}
 
 flags.DEFINE_string("data", None, "the data (see the command's help).", flag_values=FLAGS)
-flags.DEFINE_string("key", None, "the array to read from a .npz file (needed when it holds several).",
-                    flag_values=FLAGS)
+flags.DEFINE_string("key", None, "the array to read from a .npz file (needed when it holds "
+                    "several).", flag_values=FLAGS)
 flags.DEFINE_string("flow", "realnvp", "flow family: " + ", ".join(FLOWS) + ".",
                     flag_values=FLAGS)
 flags.DEFINE_string("out", None, "the output (see the command's help).", flag_values=FLAGS)
