@@ -67,7 +67,7 @@ def toy_run(tmp_path_factory):
   run = str(tmp_path_factory.mktemp("toy") / "run")
   with pytest.raises(SystemExit) as e:
     cli.run(["tfp-flows", "train", "--data", "8gaussians", "--flow", "realnvp", "--out", run,
-             "--num_samples", "600", *TINY])
+             "--num_samples", "600", "--distribute", "mirrored", *TINY])
   assert (e.value.code or 0) == 0
   return run
 
@@ -82,6 +82,7 @@ def test_train_sample_logprob_on_a_toy(toy_run, tmp_path, capsys):
   metrics = _strict_json(os.path.join(toy_run, "metrics.json"))
   assert len(metrics["train_nll"]) == 2 and np.isfinite(metrics["test_nll"])
   assert np.isfinite(metrics["kl_data_model"]) and metrics["compile_seconds"] > 0
+  assert metrics["distribute"] == "mirrored" and metrics["num_replicas"] >= 1
   samples = str(tmp_path / "s.npy")
   code, out, _ = _run(capsys, "sample", "--run", toy_run, "--n", "7", "--out", samples)
   x = np.load(samples)

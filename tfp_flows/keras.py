@@ -639,7 +639,13 @@ class FlowModel(keras.Model):
     self._loss_tracker.update_state(nll, sample_weight=weight)
     if self._bpd_tracker is not None:
       self._bpd_tracker.update_state(self._bits_per_dim(nll), sample_weight=weight)
-    return {m.name: m.result() for m in self.metrics}
+    logs = {m.name: m.result() for m in self.metrics}
+    if _multi_worker(self.distribute_strategy):
+      # Keras 3 reduces a multi-worker step's logs with strategy.reduce(MEAN, v, axis=0),
+      # which fails on scalars (tensorflow/tensorflow#72388): give it [1]-shaped values. The
+      # epoch's logs are read from the (synchronised) metrics themselves.
+      logs = {k: tf.reshape(v, [1]) for k, v in logs.items()}
+    return logs
 
   # ---------------------------------------------------------------- Keras hooks
 
@@ -978,6 +984,14 @@ def _as_seed(seed, name):
     return tfp.random.sanitize_seed(seed)
   except (TypeError, ValueError) as e:
     raise ValueError(f"{name}: seed must be an int, two ints or None, got {seed!r}.") from e
+
+
+def _multi_worker(strategy):
+  """Whether ``strategy`` spans several workers (a multi-worker MultiWorkerMirroredStrategy)."""
+  if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+    return False
+  spec = strategy.cluster_resolver.cluster_spec().as_dict()
+  return len(spec.get("chief", [])) + len(spec.get("worker", [])) > 1
 
 
 def _all_reduce_sum(value):
