@@ -553,7 +553,7 @@ def test_a_first_fit_that_fails_leaves_the_model_usable():
                                           output_signature=tf.TensorSpec([None, None]))
   with pytest.raises(ValueError, match=r"event shape \[2\]"):
     model.fit(hidden, verbose=0)
-  history = model.fit(x, batch_size=32, epochs=2, verbose=0)
+  history = model.fit(x.tolist(), batch_size=32, epochs=2, verbose=0)  # lists are arrays too
   assert history.history["loss"][1] < history.history["loss"][0]
   assert np.isfinite(model.evaluate(x, verbose=0))
 
@@ -619,6 +619,7 @@ def test_sample_counts_and_seeds_that_are_valid():
   model = _SAMPLE_MODEL
   assert model.sample(0, seed=1).shape == (0, 2)
   assert model.sample(np.int64(3), seed=np.int32(1)).shape == (3, 2)
+  assert model.sample(tf.constant(2), seed=tf.constant([1, 2])).shape == (2, 2)
   np.testing.assert_array_equal(model.sample(4, seed=(1, 2)), model.sample(4, seed=[1, 2]))
 
 

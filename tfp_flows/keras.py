@@ -311,7 +311,7 @@ class FlowModel(keras.Model):
   # ---------------------------------------------------------------- host-side checks
 
   def _expected(self):
-    return f"[batch, {', '.join(map(str, self._event_shape_))}]"
+    return f"[{', '.join(['batch'] + [str(d) for d in self._event_shape_])}]"
 
   def _as_array(self, value, what):
     """A numpy array or eager tensor of ``value`` with a numeric dtype (not cast yet)."""
@@ -763,6 +763,8 @@ class FlowModel(keras.Model):
         raise ValueError(f"{self.name}: validation_split={validation_split} leaves no "
                          f"training rows of {len(batch)}.")
       first = self._first_rows(batch, batch_size, shuffle, validation_split)
+      # Keras gets the checked arrays (lists, dicts and (x, context) pairs normalised).
+      x, y, sample_weight = batch.x, batch.context, batch.weight
     elif first is None and self.pending_data_init() and isinstance(x, tf.data.Dataset):
       first = self._check_batch(*self._unpack(*keras.utils.unpack_x_y_sample_weight(
           _as_tuple(next(iter(x))))), "the first batch of x")
@@ -799,6 +801,7 @@ class FlowModel(keras.Model):
       x, first, batch = self._inspect(x, y, sample_weight, "evaluate data")
       if batch is not None:
         first = self._first_rows(batch, batch_size, shuffle=False)
+        x, y, sample_weight = batch.x, batch.context, batch.weight
       self._initialize(first, "evaluate")
     self._guard_vars[4].assign(0.)
     with self._recover():
@@ -817,6 +820,7 @@ class FlowModel(keras.Model):
     x, first, batch = self._inspect(x, None, None, "predict data", finite="allow")
     if batch is not None:
       first = self._first_rows(batch, batch_size, shuffle=False)
+      x = batch.x if batch.context is None else (batch.x, batch.context)
     self._initialize(first, "predict")
     with self._recover():
       return super().predict(x, batch_size=batch_size, verbose=verbose, steps=steps,
@@ -883,6 +887,8 @@ class FlowModel(keras.Model):
       context: conditional input, shape ``context_shape`` (shared by all samples) or
         ``[n, *context_shape]``.
     """
+    if tf.is_tensor(n) and n.dtype.is_integer and n.shape.rank == 0 and tf.executing_eagerly():
+      n = int(n)
     if not _is_integer(n) or n < 0:
       raise ValueError(f"{self.name}: the number of samples must be an int >= 0, got {n!r}.")
     n = int(n)
@@ -1056,7 +1062,7 @@ class _TrainingGuard(keras.callbacks.Callback):
     """The weights and the optimizer's state (its moments would be NaN after divergence)."""
     model = self.model
     self._snapshot = ([np.array(w) for w in model.get_weights()],
-                      [np.array(v) for v in model.optimizer.variables])
+                      [np.array(v.numpy()) for v in model.optimizer.variables])
 
   def on_train_begin(self, logs=None):
     self._reset()
