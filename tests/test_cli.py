@@ -194,6 +194,22 @@ def test_image_levels_are_inferred_or_given(tmp_path):
     cli_data.load_training_data(str(tmp_path / "img.npy"), num_bins=10)
 
 
+def test_preprocessing_of_vectors_in_float64_and_discrete_columns_warn(tmp_path):
+  rng = np.random.default_rng(0)
+  x = np.c_[rng.normal(size=200) * 1e-9, rng.integers(0, 3, size=200)]  # tiny units; 3 values
+  np.save(tmp_path / "x.npy", x)
+  data = cli_data.load_training_data(str(tmp_path / "x.npy"))
+  with pytest.warns(RuntimeWarning, match=r"column\(s\) 1 take only a few distinct values"):
+    pre = cli_data.Preprocessing.fit(data)
+  z = pre.to_model(data.x_train)
+  assert z.dtype == np.float32
+  np.testing.assert_allclose(z.mean(0), 0., atol=1e-6)
+  np.testing.assert_allclose(z.std(0), 1., rtol=1e-5)  # data in 1e-9 units are not "constant"
+  # Back to data units, to float32 precision in units of each column's spread.
+  np.testing.assert_allclose((pre.from_model(z) - data.x_train) / pre.std, 0., atol=1e-6)
+  assert pre.log_prob(np.zeros(1), [2])[0] == pytest.approx(-np.sum(np.log(pre.std)))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("flow", ["realnvp", "masked_conv"])
 def test_28x28_images_train_with_each_image_flow(tmp_path, capsys, flow):
@@ -223,6 +239,7 @@ def bad_files(tmp_path):
   np.save(tmp_path / "one_col.npy", rng.normal(size=(50, 1)))
   np.save(tmp_path / "img.npy", rng.uniform(size=(50, 4, 4, 1)))
   np.save(tmp_path / "vec3.npy", rng.normal(size=(5, 3)))
+  np.save(tmp_path / "rows12.npy", rng.normal(size=(12, 2)))
   const = rng.normal(size=(50, 3))
   const[:, 1] = 4.
   np.save(tmp_path / "const_col.npy", const)
@@ -234,7 +251,7 @@ def bad_files(tmp_path):
   (tmp_path / "data.txt").write_text("1,2\n")
   (tmp_path / "a_file").write_text("x")
   for name in ("corrupt.npy", "words.csv", "nan.npy", "flat.npy", "one_col.npy", "img.npy",
-               "vec3.npy", "const_col.npy", "const.npy", "neg.npy", "strings.npy", "two.npz",
+               "vec3.npy", "rows12.npy", "const_col.npy", "const.npy", "neg.npy", "strings.npy", "two.npz",
                "rank5.npy", "data.txt", "a_file"):
     paths[os.path.splitext(name)[0]] = str(tmp_path / name)
   paths["missing"] = str(tmp_path / "missing.npy")
@@ -275,6 +292,8 @@ def bad_files(tmp_path):
     (["train", "--data", "8gaussians", "--validation_fraction", "1.5"],
      "--validation_fraction must be a finite number > 0 and < 1, got 1.5"),
     (["train", "--data", "{nan}", "--validation_fraction", "0"], "--validation_fraction"),
+    (["train", "--data", "{rows12}", "--validation_fraction", "0.5"], "leaves 6 training rows"),
+    (["train", "--data", "digits", "--validation_fraction", "0.999"], "training rows; at least"),
     (["train", "--data", "8gaussians", "--num_samples", "5"], "--num_samples must be an int"),
     (["train", "--data", "8gaussians", "--seed", "-1"], "--seed must be an int >= 0"),
     (["train", "--data", "8gaussians", "--verbose", "7"], "--verbose must be an int"),
@@ -351,7 +370,13 @@ def test_logprob_shape_mismatch_corrupt_run_and_out_of_range_rows(toy_run, tmp_p
   (broken / "config.json").write_text("{not json")
   _assert_error(capsys, "sample", "--run", str(broken), "--out", str(tmp_path / "s.npy"),
                 match="is not a valid run config")
-  (broken / "config.json").write_text(open(os.path.join(toy_run, "config.json")).read())
+  # A run written by the first CLI (standardisation at the config's top level) still loads.
+  config = json.load(open(os.path.join(toy_run, "config.json")))
+  config.update(config.pop("preprocessing"))
+  (broken / "config.json").write_text(json.dumps(config))
+  grid = np.random.default_rng(0).normal(size=(5, 2))
+  np.testing.assert_allclose(cli.Run.load(str(broken)).log_prob(grid),
+                             cli.Run.load(toy_run).log_prob(grid), rtol=1e-6)
   (broken / "model.weights.h5").write_bytes(b"garbage")
   _assert_error(capsys, "sample", "--run", str(broken), "--out", str(tmp_path / "s.npy"),
                 match="cannot load")
@@ -359,6 +384,12 @@ def test_logprob_shape_mismatch_corrupt_run_and_out_of_range_rows(toy_run, tmp_p
 
 
 # ------------------------------------------------------------------------------- the process
+
+
+def test_version(capsys):
+  from tfp_flows import __version__
+  code, out, _ = _run(capsys, "--version")
+  assert code == 0 and out.strip() == f"tfp-flows {__version__}"
 
 
 @pytest.mark.parametrize("args", [["--help"], ["-h"], ["train", "--help"], ["sample", "--help"],

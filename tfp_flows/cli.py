@@ -497,6 +497,10 @@ def _read_config(run_dir):
   try:
     with open(path) as f:
       config = json.load(f)
+    if "preprocessing" not in config and {"mean", "std"} <= set(config):
+      # Runs of the first CLI: a float32 Shift/Scale inside the model, the same density.
+      config["preprocessing"] = {"kind": "standardize", "mean": config.pop("mean"),
+                                 "std": config.pop("std")}
     for key in ("flow", "event_shape", "flow_kwargs", "preprocessing", "seed"):
       config[key]  # noqa: B018 - presence check
     Preprocessing(config["preprocessing"])
@@ -906,6 +910,10 @@ def run(argv=None):
     if topic is not None and topic not in COMMANDS:
       _fail(f"no help for {topic!r}: commands are {', '.join(COMMANDS)}", 2)
     sys.stdout.write(_help(topic))
+    sys.exit(0)
+  if args == ["--version"]:
+    from tfp_flows import __version__
+    print(f"tfp-flows {__version__}")
     sys.exit(0)
   FLAGS.unparse_flags()  # defaults again: run() may be called more than once in a process
   try:

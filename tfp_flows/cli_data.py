@@ -153,7 +153,7 @@ def load_training_data(spec, key=None, num_samples=20_000, validation_fraction=0
     n_test = len(x_test)
   else:
     x = read_array(spec, key)
-    info = {"kind": "file", "name": os.path.abspath(spec)}
+    info = {"kind": "file", "name": os.path.abspath(spec), "spec": spec}
     if key:
       info["key"] = key
     if len(x) < 10:
@@ -171,17 +171,15 @@ def load_training_data(spec, key=None, num_samples=20_000, validation_fraction=0
     levels = _levels(x, num_bins, spec)
     info.update(num_bins=levels, dequantized=True)
   else:
-    if integer:
-      import warnings
-      warnings.warn(f"{spec}: integer-valued vectors get a continuous density; on values that "
-                    "repeat, the likelihood can grow without bound (add uniform noise, or "
-                    "pass images [N, H, W] to dequantise them).", RuntimeWarning, stacklevel=2)
     info["dequantized"] = False
   if info["kind"] == "digits":
     x_train, x_test = x[:-n_test], x[-n_test:]
   else:
     order = np.random.default_rng(seed).permutation(len(x))
     x_train, x_test = x[order[n_test:]], x[order[:n_test]]
+  if len(x_train) < 10:
+    raise UsageError(f"{spec}: --validation_fraction {validation_fraction} leaves "
+                     f"{len(x_train)} training rows; at least 10 are needed")
   if info["dequantized"]:
     rng = np.random.default_rng(seed + 2)
     x_train = (x_train + rng.uniform(size=x_train.shape)).astype(np.float32)
@@ -229,7 +227,7 @@ class Preprocessing:
       return cls({"kind": "dequantize", "num_bins": data.info["num_bins"],
                   "alpha": _LOGIT_ALPHA})
     mean, std = _moments(data.x_train, per_column=not data.image)
-    _check_spread(data.x_train, mean, std, data.image, data.info["name"])
+    _check_spread(data.x_train, mean, std, data.image, data.info.get("spec", data.info["name"]))
     return cls({"kind": "standardize", "mean": mean.tolist(), "std": std.tolist()})
 
   def config(self):
@@ -296,4 +294,4 @@ def _check_spread(x, mean, std, image, name):
     import warnings
     warnings.warn(f"{name}: column(s) {', '.join(map(str, few[:5]))} take only a few distinct "
                   "values (discrete data); a continuous density on them can grow without "
-                  "bound.", RuntimeWarning, stacklevel=3)
+                  "bound (add uniform noise to dequantise them).", RuntimeWarning, stacklevel=3)
