@@ -251,8 +251,8 @@ def bad_files(tmp_path):
   (tmp_path / "data.txt").write_text("1,2\n")
   (tmp_path / "a_file").write_text("x")
   for name in ("corrupt.npy", "words.csv", "nan.npy", "flat.npy", "one_col.npy", "img.npy",
-               "vec3.npy", "rows12.npy", "const_col.npy", "const.npy", "neg.npy", "strings.npy", "two.npz",
-               "rank5.npy", "data.txt", "a_file"):
+               "vec3.npy", "rows12.npy", "const_col.npy", "const.npy", "neg.npy", "strings.npy",
+               "two.npz", "rank5.npy", "data.txt", "a_file"):
     paths[os.path.splitext(name)[0]] = str(tmp_path / name)
   paths["missing"] = str(tmp_path / "missing.npy")
   paths["out"] = str(tmp_path / "out")
