@@ -471,7 +471,7 @@ class Run:
       outside = ~np.all((x >= 0) & (x < pre.num_bins), axis=tuple(range(1, x.ndim)))
     else:
       outside = np.zeros(len(x), bool)
-    z = pre.to_model(x)
+    z = np.array(pre.to_model(x), np.float32)  # a copy: rows are overwritten below
     outside |= ~np.all(np.isfinite(z.reshape(len(z), -1)), axis=1)
     z[outside] = 0.
     lp = np.concatenate([np.asarray(self.model.log_prob(z[i:i + batch]), np.float64)

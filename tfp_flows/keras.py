@@ -360,8 +360,11 @@ class FlowModel(keras.Model):
         raise ValueError(f"{self.name}: a dict input needs the key 'x' (and 'context' for a "
                          f"conditional flow), got keys {sorted(map(str, x))}.")
       x, context = x["x"], x.get("context")
-    elif isinstance(x, (tuple, list)) and not isinstance(x, np.ndarray) and len(x) and (
-        tf.is_tensor(x[0]) or isinstance(x[0], np.ndarray)):
+    elif isinstance(x, tuple) or (isinstance(x, list) and len(x) == 2 and all(
+        len(getattr(part, "shape", ())) >= 1 for part in x) and len(getattr(x[0], "shape", ()))
+                                  == len(self._event_shape_) + 1):
+      # (x, context); a list counts only if it holds two arrays of which the first is a batch
+      # (a list of rows is data).
       if len(x) != 2:
         raise ValueError(f"{self.name}: inputs must be x or (x, context), got {len(x)} parts.")
       x, context = x
@@ -380,8 +383,12 @@ class FlowModel(keras.Model):
     n = x.shape[0]
     if n == 0 and not allow_empty:
       raise ValueError(f"{self.name}: {what} has no rows (shape {list(x.shape)}).")
-    x = x.astype(self._flow_dtype.as_numpy_dtype, copy=False)
-    finite = np.isfinite(x.reshape(n, -1)).all(axis=1)
+    with np.errstate(over="ignore"):
+      cast = x.astype(self._flow_dtype.as_numpy_dtype, copy=False)
+    finite = np.isfinite(cast.reshape(n, -1)).all(axis=1)
+    overflow = finite.size and not finite.all() and np.issubdtype(x.dtype, np.floating) and (
+        np.isfinite(x.reshape(n, -1)).all(axis=1) & ~finite).any()
+    x = cast
     c = self._check_context_value(context, what)
     if c is not None:
       c = np.asarray(c)
@@ -402,7 +409,9 @@ class FlowModel(keras.Model):
         raise ValueError(f"{self.name}: sample_weight must be finite and >= 0.")
       if n and not np.any(w > 0):
         raise ValueError(f"{self.name}: every sample_weight is 0: there is nothing to fit.")
-    return _Batch(x, c, w, finite)
+    batch = _Batch(x, c, w, finite)
+    batch.overflow = bool(overflow)
+    return batch
 
   def _check_context_value(self, context, what):
     if not self._conditional:
@@ -418,8 +427,10 @@ class FlowModel(keras.Model):
 
   def _nonfinite_message(self, batch, what):
     bad = np.flatnonzero(~batch.finite)
+    beyond = (f" (some only after the cast to {self._flow_dtype.name}: values beyond its "
+              "range; rescale the data)") if getattr(batch, "overflow", False) else ""
     return (f"{self.name}: {what} has {len(bad)} row(s) with NaN or inf values (rows "
-            f"{_rows_text(bad)}), in the data or the context")
+            f"{_rows_text(bad)}), in the data or the context{beyond}")
 
   def _check_spec(self, spec, what):
     """Checks a dataset's element_spec; returns whether batches carry a context."""
