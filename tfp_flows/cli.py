@@ -214,14 +214,16 @@ class _RunDir:
     written = set(os.listdir(self.tmp))
     try:
       stale = os.path.join(self.out, "config.json")
+      earlier_run = os.path.isfile(stale) and os.path.isfile(
+          os.path.join(self.out, "model.weights.h5"))
       if os.path.exists(stale):
         os.remove(stale)  # a half-moved run must not pair an old config with new weights
       for name in self.FILES:
         target = os.path.join(self.out, name)
         if name in written:
           os.replace(os.path.join(self.tmp, name), target)
-        elif os.path.exists(target):
-          os.remove(target)
+        elif earlier_run and os.path.exists(target):
+          os.remove(target)  # a plot of the earlier run that this one does not draw
     except OSError as e:
       raise RunError(f"cannot write to --out {self.out}: {e.strerror or e}") from None
     finally:
