@@ -188,7 +188,7 @@ def test_log_prob_predict_and_sample_with_seed_and_temperature():
   z1 = flow.inverse(tf.constant(np.array(s1)))
   z_hot = flow.inverse(tf.constant(np.array(s_hot)))
   np.testing.assert_allclose(z_hot, 0.5 * z1.numpy(), atol=1e-4)
-  with pytest.raises(ValueError, match="temperature must be positive"):
+  with pytest.raises(ValueError, match="temperature must be a finite number > 0"):
     model.sample(3, temperature=0.)
 
 
@@ -430,40 +430,64 @@ def test_conditional_maf_and_iaf_route_the_context():
 # ------------------------------------------------------------------ robustness
 
 
-def test_nan_batch_raises_naming_the_batch_and_skip_option():
-  x = moons(256)
-  x[100, 0] = np.nan  # batch 3 of size 32
-  x[101, 1] = np.inf
-  model = tff.keras.FlowModel(tff.flows.distribution(small_realnvp(num_layers=1), [2]))
-  model.compile(keras.optimizers.Adam(1e-2))
-  with pytest.raises(tff.keras.NonFiniteBatchError,
-                     match=r"batch 3 of epoch 0 has NaN or inf.*2 row\(s\)"):
-    model.fit(x, batch_size=32, epochs=1, shuffle=False, verbose=0)
-  assert all(np.all(np.isfinite(w)) for w in values(model))
-  # check_every=1 stops at that very batch.
-  model = tff.keras.FlowModel(tff.flows.distribution(small_realnvp(num_layers=1), [2]),
-                              check_every=1)
-  model.compile(keras.optimizers.Adam(1e-2))
-  seen = []
-  count = keras.callbacks.LambdaCallback(on_train_batch_end=lambda b, logs: seen.append(b))
-  with pytest.raises(tff.keras.NonFiniteBatchError, match="batch 3 of epoch 0"):
-    model.fit(x, batch_size=32, epochs=1, shuffle=False, verbose=0, callbacks=[count])
-  assert seen == [0, 1, 2]  # the guard runs first and raised at batch 3
+def small_model(seed=0, **kwargs):
+  return tff.keras.FlowModel(tff.flows.distribution(small_realnvp(seed, num_layers=1), [2]),
+                             **kwargs)
 
-  model = tff.keras.FlowModel(tff.flows.distribution(small_realnvp(num_layers=1), [2]),
-                              nonfinite="skip")
+
+def test_nan_rows_in_arrays_are_named_before_training_and_skip_option():
+  x = moons(256)
+  x[100, 0] = np.nan
+  x[101, 1] = np.inf
+  model = small_model()
+  model.compile(keras.optimizers.Adam(1e-2))
+  before = values(model)
+  with pytest.raises(tff.keras.NonFiniteBatchError,
+                     match=r"x has 2 row\(s\) with NaN or inf values \(rows 100, 101\)"):
+    model.fit(x, batch_size=32, epochs=1, shuffle=False, verbose=0)
+  for got, want in zip(values(model), before):
+    np.testing.assert_array_equal(got, want)  # nothing trained
+
+  model = small_model(nonfinite="skip")
   model.compile(keras.optimizers.Adam(1e-2))
   with pytest.warns(RuntimeWarning, match="skipped 2 training row"):
     history = model.fit(x, batch_size=32, epochs=1, shuffle=False, verbose=0)
   assert model.skipped_rows == 2 and np.isfinite(history.history["loss"][0])
   assert all(np.all(np.isfinite(w)) for w in values(model))
+  # Data without a single finite row are no success, not a loss of 0.0.
+  with pytest.raises(tff.keras.NonFiniteBatchError, match="every row of x has NaN"):
+    model.fit(np.full([64, 2], np.nan, np.float32), batch_size=32, verbose=0)
+  nan_ds = tf.data.Dataset.from_tensor_slices(np.full([64, 2], np.nan, np.float32)).batch(32)
+  with pytest.raises(tff.keras.NonFiniteBatchError, match="epoch 0 had no training row"):
+    model.fit(nan_ds, epochs=1, verbose=0)
 
 
-def test_divergent_learning_rate_stops_and_keeps_weights_from_before():
+def test_nan_batch_of_a_dataset_is_named_by_the_guard():
+  x = moons(256)
+  x[100, 0] = np.nan  # batch 3 of size 32
+  x[101, 1] = np.inf
+  ds = tf.data.Dataset.from_tensor_slices(x).batch(32)
+  model = small_model()
+  model.compile(keras.optimizers.Adam(1e-2))
+  with pytest.raises(tff.keras.NonFiniteBatchError,
+                     match=r"batch 3 of epoch 0 has NaN or inf.*2 row\(s\)"):
+    model.fit(ds, epochs=1, verbose=0)
+  assert all(np.all(np.isfinite(w)) for w in values(model))
+  # check_every=1 stops at that very batch.
+  model = small_model(check_every=1)
+  model.compile(keras.optimizers.Adam(1e-2))
+  seen = []
+  count = keras.callbacks.LambdaCallback(on_train_batch_end=lambda b, logs: seen.append(b))
+  with pytest.raises(tff.keras.NonFiniteBatchError, match="batch 3 of epoch 0"):
+    model.fit(ds, epochs=1, verbose=0, callbacks=[count])
+  assert seen == [0, 1, 2]  # the guard runs first and raised at batch 3
+
+
+def test_divergence_restores_weights_and_optimizer_state_so_fit_can_go_on():
   x = moons(512)
   flow = tff.flows.nice([2], num_layers=2, hidden_units=[16], seed=0)
   model = tff.keras.FlowModel(tff.flows.distribution(flow, [2]))
-  model.compile(keras.optimizers.SGD(1e-2))
+  model.compile(keras.optimizers.Adam(1e-2))
   epoch_end = []
   keep = keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: epoch_end.append(
       values(model)))
@@ -475,24 +499,201 @@ def test_divergent_learning_rate_stops_and_keeps_weights_from_before():
   assert len(history.history["loss"]) == 2  # stopped in epoch 1
   for got, want in zip(values(model), epoch_end[0]):
     np.testing.assert_array_equal(got, want)  # the weights from before the divergence
+  assert all(np.all(np.isfinite(np.array(v))) for v in model.optimizer.variables)
+  model.optimizer.learning_rate.assign(1e-2)
+  history = model.fit(x, batch_size=64, epochs=1, verbose=0)
+  assert model.diverged is None and np.isfinite(history.history["loss"][0])
+
+
+def test_wrong_event_size_after_a_good_fit_raises_for_every_input_form():
+  x = moons(256)
+  model = small_model()
+  model.compile(keras.optimizers.Adam(1e-2))
+  model.fit(x, batch_size=32, epochs=1, verbose=0)
+  before = values(model)
+  x3 = np.random.default_rng(0).normal(size=[64, 3]).astype(np.float32)
+  shape_error = r"expected .* of shape \[batch, 2\].*got shape \[64, 3\]"
+  with pytest.raises(ValueError, match=shape_error):
+    model.fit(x3, batch_size=32, verbose=0)  # used to train silently
+  with pytest.raises(ValueError, match=r"batches of shape \[batch, 2\].*\[None, 3\]"):
+    model.fit(tf.data.Dataset.from_tensor_slices(x3).batch(32), verbose=0)
+  with pytest.raises(ValueError, match=r"single event"):
+    model.fit(tf.data.Dataset.from_tensor_slices(x), verbose=0)  # not batched
+  with pytest.raises(ValueError, match=r"first batch of x of shape \[batch, 2\]"):
+    model.fit((b for b in [x3[:32], x3[32:]]), steps_per_epoch=2, verbose=0)
+  # A dataset whose static shape hides the event size: caught in the step (tf.ensure_shape).
+  hidden = tf.data.Dataset.from_generator(
+      lambda: iter([x3[:32], x3[32:]]), output_signature=tf.TensorSpec([None, None]))
+  with pytest.raises(ValueError, match=r"event shape \[2\]\), got a batch of shape \[32,3\]"):
+    model.fit(hidden, verbose=0)
+  for got, want in zip(values(model), before):
+    np.testing.assert_array_equal(got, want)
+  for call in (model.evaluate, model.predict):
+    with pytest.raises(ValueError, match=shape_error):
+      call(x3, verbose=0)
+  with pytest.raises(ValueError, match=r"expected data of shape \[batch, 2\].*\[5\]"):
+    model.log_prob(np.zeros([5], np.float32))
+  history = model.fit(x, batch_size=32, epochs=1, verbose=0)  # still trains
+  assert np.isfinite(history.history["loss"][0])
+
+
+def test_a_first_fit_that_fails_leaves_the_model_usable():
+  x = moons(256)
+  x3 = np.zeros([64, 3], np.float32)
+  model = small_model()
+  model.compile(keras.optimizers.Adam(1e-2))
+  with pytest.raises(ValueError, match="expected x of shape"):
+    model.fit(x3, batch_size=32, verbose=0)
+  # A failure inside the very first traced step (the shape is unknown until run time) used to
+  # leave a traced function that had created the optimizer's variables: every later fit then
+  # failed with "Creating variables on a non-first call to a function".
+  model = small_model()
+  model.compile(keras.optimizers.Adam(1e-2))
+  hidden = tf.data.Dataset.from_generator(lambda: iter([x3[:32]]),
+                                          output_signature=tf.TensorSpec([None, None]))
+  with pytest.raises(ValueError, match=r"event shape \[2\]"):
+    model.fit(hidden, verbose=0)
+  history = model.fit(x.tolist(), batch_size=32, epochs=2, verbose=0)  # lists are arrays too
+  assert history.history["loss"][1] < history.history["loss"][0]
+  assert np.isfinite(model.evaluate(x, verbose=0))
+
+
+def test_context_rows_validation_nan_and_other_bad_arguments():
+  flow = tff.flows.realnvp([2], num_layers=1, hidden_units=[8], conditional_shape=[2], seed=0)
+  model = tff.keras.FlowModel(tff.flows.distribution(flow, [2]))
+  model.compile(keras.optimizers.Adam(1e-2))
+  x, c = moons(64), np.eye(2, dtype=np.float32)[np.arange(64) % 2]
+  with pytest.raises(ValueError, match="x has 64 rows but its context has 63 rows"):
+    model.fit(x, c[:63], batch_size=32, verbose=0)
+  with pytest.raises(ValueError, match=r"context's batch shape \[63\] does not match"):
+    model.log_prob(x, context=c[:63])
+  with pytest.raises(ValueError, match="needs a context"):
+    model.fit(x, batch_size=32, verbose=0)
+  x_val = x.copy()
+  x_val[5] = np.nan
+  with pytest.raises(tff.keras.NonFiniteBatchError, match=r"validation_data has 1 row.*rows 5"):
+    model.fit(x, c, batch_size=32, validation_data=(x_val, c), verbose=0)
+  val_ds = tf.data.Dataset.from_tensor_slices((x_val, c)).batch(16)
+  with pytest.raises(ValueError, match="1 row.* of validation_data have NaN"):
+    model.fit(x, c, batch_size=32, validation_data=val_ds, verbose=0)
+  with pytest.raises(ValueError, match="1 row.* of evaluate data have NaN"):
+    model.evaluate(val_ds, verbose=0)
+  with pytest.raises(ValueError, match="sample_weight must be finite and >= 0"):
+    model.fit(x, c, sample_weight=-np.ones(64), verbose=0)
+  with pytest.raises(ValueError, match="class_weight"):
+    model.fit(x, c, class_weight={0: 1.}, verbose=0)
+  with pytest.raises(TypeError, match="must be numeric"):
+    model.fit(np.array([["a", "b"]] * 4), c[:4], verbose=0)
+  with pytest.raises(TypeError, match="must be numeric"):
+    model.log_prob(np.ones([4, 2], bool), context=c[:4])
+  history = model.fit(x, c, batch_size=32, validation_data=(x, c), verbose=0)
+  assert np.isfinite(history.history["val_loss"][0])
+  lp = model.predict((x_val, c), verbose=0)  # predict gives NaN for a NaN row, finite elsewhere
+  assert np.isnan(lp[5]) and np.all(np.isfinite(np.delete(lp, 5)))
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(n=2.7), "number of samples must be an int"),
+    (dict(n=-1), "number of samples must be an int"),
+    (dict(n=True), "number of samples must be an int"),
+    (dict(n="3"), "number of samples must be an int"),
+    (dict(n=3, temperature=float("inf")), "temperature must be a finite number > 0"),
+    (dict(n=3, temperature=float("nan")), "temperature must be a finite number > 0"),
+    (dict(n=3, temperature=-1.), "temperature must be a finite number > 0"),
+    (dict(n=3, temperature=True), "temperature must be a finite number > 0"),
+    (dict(n=3, seed=True), "seed must be"),
+    (dict(n=3, seed=2.5), "seed must be"),
+    (dict(n=3, seed=2**40), "fit in int32"),
+    (dict(n=3, context=[1., 0.]), "not conditional"),
+])
+def test_invalid_sample_arguments_raise(kwargs, match):
+  model = _SAMPLE_MODEL
+  with pytest.raises(ValueError, match=match):
+    model.sample(**kwargs)
+
+
+_SAMPLE_MODEL = small_model()
+
+
+def test_sample_counts_and_seeds_that_are_valid():
+  model = _SAMPLE_MODEL
+  assert model.sample(0, seed=1).shape == (0, 2)
+  assert model.sample(np.int64(3), seed=np.int32(1)).shape == (3, 2)
+  assert model.sample(tf.constant(2), seed=tf.constant([1, 2])).shape == (2, 2)
+  np.testing.assert_array_equal(model.sample(4, seed=(1, 2)), model.sample(4, seed=[1, 2]))
+
+
+def test_data_dependent_init_runs_eagerly_on_the_first_usable_batch():
+  x = moons(256)
+  model = build_model()
+  actnorm = model.flow_distribution.bijector.bijectors[0]
+  assert [m.name for m in model.pending_data_init()] == ["actnorm"]
+  # An empty batch neither initialises nor poisons the model.
+  assert model.log_prob(x[:0]).shape == (0,)
+  assert not bool(actnorm.initialized.numpy())
+  # A first batch with NaN is an error and leaves the flag unset.
+  bad = x.copy()
+  bad[3] = np.nan
+  with pytest.raises(ValueError, match=r"first batch of log_prob.*rows 3.*initialise actnorm"):
+    model.log_prob(bad[:32])
+  model.compile(keras.optimizers.Adam(1e-2))
+  with pytest.raises(ValueError, match=r"x has 1 row"):
+    model.fit(bad, batch_size=32, shuffle=False, verbose=0)
+  assert not bool(actnorm.initialized.numpy())
+  with pytest.warns(RuntimeWarning, match="before the data-dependent"):
+    model.sample(2, seed=0)
+  # fit initialises eagerly from its first batch, before the first step.
+  seen = {}
+
+  def probe(layer):
+    def at_start(logs):
+      seen["flag"] = bool(layer.initialized.numpy())
+      seen["shift"] = layer.shift.numpy().copy()
+    return keras.callbacks.LambdaCallback(on_train_begin=at_start)
+
+  model.fit(x, batch_size=32, epochs=1, shuffle=False, verbose=0, callbacks=[probe(actnorm)])
+  assert seen["flag"]
+  np.testing.assert_allclose(seen["shift"], x[:32].mean(0), rtol=1e-5, atol=1e-6)
+  assert np.all(np.isfinite(model.log_prob(x).numpy()))
+  # skip mode initialises from the finite rows of the first batch.
+  skip = tff.keras.FlowModel(build_model().flow_distribution, nonfinite="skip")
+  skip.compile(keras.optimizers.Adam(1e-2))
+  with pytest.warns(RuntimeWarning, match="skipped 1 training row"):
+    skip.fit(bad, batch_size=32, epochs=1, shuffle=False, verbose=0,
+             callbacks=[probe(skip.flow_distribution.bijector.bijectors[0])])
+  np.testing.assert_allclose(seen["shift"], np.delete(x[:32], 3, axis=0).mean(0), rtol=1e-5,
+                             atol=1e-6)
 
 
 def test_wrong_shapes_and_arguments_give_clear_errors():
-  model = tff.keras.FlowModel(tff.flows.distribution(small_realnvp(num_layers=1), [2]))
+  model = small_model()
+  with pytest.raises(RuntimeError, match="compile"):
+    model.fit(moons(64), verbose=0)
   model.compile("adam")
-  with pytest.raises(ValueError, match=r"expected data of shape \[batch, 2\].*got shape "
-                                       r"\[32, 3\]"):
-    model.fit(np.zeros([64, 3], np.float32), batch_size=32, verbose=0)
-  with pytest.raises(ValueError, match=r"expected data of shape \[batch, 2\].*\[5\]"):
-    model.log_prob(np.zeros([5], np.float32))
   with pytest.raises(ValueError, match="not conditional"):
     model.log_prob(np.zeros([5, 2]), context=np.zeros([5, 1]))
+  with pytest.raises(ValueError, match="not conditional"):
+    model.fit(np.zeros([5, 2]), np.zeros([5, 1]), verbose=0)
+  with pytest.raises(ValueError, match="has no rows"):
+    model.fit(np.zeros([0, 2], np.float32), verbose=0)
+  with pytest.raises(ValueError, match="epochs"):
+    model.fit(moons(64), epochs=0, verbose=0)
+  with pytest.raises(ValueError, match="batch_size"):
+    model.fit(moons(64), batch_size=2.5, verbose=0)
+  with pytest.raises(ValueError, match="leaves no training rows"):
+    model.fit(moons(2), validation_split=0.9, verbose=0)
   with pytest.raises(ValueError, match="takes no loss"):
     model.compile("adam", loss="mse")
   with pytest.raises(ValueError, match="nonfinite"):
     tff.keras.FlowModel(model.flow_distribution, nonfinite="ignore")
+  with pytest.raises(ValueError, match="bin_width"):
+    tff.keras.FlowModel(model.flow_distribution, bin_width=float("inf"))
+  with pytest.raises(ValueError, match="check_every"):
+    tff.keras.FlowModel(model.flow_distribution, check_every=0)
   with pytest.raises(TypeError, match="tf.Module"):
     tff.keras.FlowModel(lambda x: x)
+  with pytest.raises(ValueError, match="no trainable variables"):
+    tff.keras.FlowModel(tfd.MultivariateNormalDiag(tf.zeros(2))).compile("adam")
 
 
 # ------------------------------------------------------------------ interop

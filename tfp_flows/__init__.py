@@ -3,23 +3,29 @@
     import tfp_flows as tff
     flow = tff.flows.realnvp([2], num_layers=8)
     dist = tff.flows.distribution(flow, [2])
+
+Submodules load on first use (``tff.flows`` imports TensorFlow when first touched), so that
+``import tfp_flows`` and the ``tfp-flows`` command can check their arguments before paying for
+TensorFlow's start-up.
 """
 
-from tfp_flows import bijectors
-from tfp_flows import datasets
-from tfp_flows import flows
-from tfp_flows import masks
-from tfp_flows import nets
-from tfp_flows import numerics
-from tfp_flows import testing
-from tfp_flows import train
+import importlib
 
 __version__ = "0.1.0"
 
+_SUBMODULES = ("bijectors", "cli", "core", "datasets", "distill", "flows", "keras", "masks",
+               "nets", "numerics", "testing", "train")
+
 
 def __getattr__(name):
-  # Keras-dependent modules load on first use so that importing tfp_flows stays light.
-  if name in ("keras", "distill"):
-    import importlib
-    return importlib.import_module(f"tfp_flows.{name}")
+  if name in _SUBMODULES:
+    try:
+      return importlib.import_module(f"tfp_flows.{name}")
+    except ModuleNotFoundError as e:
+      if e.name != f"tfp_flows.{name}":
+        raise
   raise AttributeError(f"module 'tfp_flows' has no attribute {name!r}")
+
+
+def __dir__():
+  return sorted(set(globals()) | set(_SUBMODULES))

@@ -36,21 +36,52 @@ Conditional flows: a context ``c`` (a label one-hot, a vector) reaches the condi
 through ``bijector_kwargs`` (``tff.flows.conditional_kwargs``); ``fit`` takes ``(x, c)``
 pairs, ``log_prob(x, context=c)``, ``sample(n, context=c)``.
 
-Robustness. Every training step records, in variables and without a host round trip, the
-rows with NaN/inf and whether the loss was finite; ``fit`` reads them every ``check_every``
-steps (50 by default) and at each epoch end:
+Robustness. Every input is checked before Keras builds or traces anything, so a bad call
+raises a clear error and leaves the model as it was (a later correct call works):
+
+* arrays (numpy, tensors, ``(x, context)`` pairs, ``{"x": ..., "context": ...}``) passed to
+  ``fit``/``evaluate``/``predict``/``log_prob``/``__call__``: dtype, event shape (``ValueError``
+  naming the expected and the actual shapes), context shape and rows, ``sample_weight``
+  (finite, >= 0), and finiteness: NaN/inf rows in training data raise
+  ``NonFiniteBatchError`` naming the rows (``nonfinite="raise"``) or are skipped
+  (``"skip"``; data without a single finite row raise), in ``validation_data`` and
+  ``evaluate`` data they raise (their log-density is undefined); ``predict``/``log_prob``
+  return NaN for such rows.
+* a ``tf.data.Dataset``: its ``element_spec`` (shapes and dtypes) before training; the
+  batches themselves inside the step: a batch of another event shape fails with a
+  ``ValueError`` naming both shapes (``tf.ensure_shape``, also under XLA), NaN/inf rows are
+  handled by the training guard below, NaN/inf rows in evaluation data raise at the end of
+  the evaluation. Python generators and ``keras.utils.PyDataset``s: their first batch is
+  checked like an array.
+* data-dependent initialisation (layers listed by ``tff.core.pending_data_init``, e.g.
+  ``ActNorm``) runs eagerly on the first batch the model sees (``fit``: the first training
+  batch; ``log_prob``/``evaluate``/``predict``: their first batch) before Keras traces, so
+  an empty or non-finite first batch is an error and leaves every ``initialized`` flag unset;
+  ``log_prob`` of an empty batch returns an empty result without initialising.
+* the optimizer's variables are created eagerly before the first training trace, and the
+  compiled train/test/predict functions are dropped after any failed call, so an error
+  inside a step (a bad dataset batch) does not leave a broken traced function behind.
+
+Every training step records, in variables and without a host round trip, the rows with
+NaN/inf, the rows trained on and whether the loss was finite; ``fit`` reads them every
+``check_every`` steps (50 by default) and at each epoch end:
 
 * rows of a batch with NaN/inf (in ``x`` or the context) are always left out of the update,
   so the model stays finite; with ``nonfinite="raise"`` (default) training then stops with a
   ``NonFiniteBatchError`` naming the epoch and the first such batch, with
   ``nonfinite="skip"`` such rows are skipped and counted (a warning at the end of each epoch,
-  ``model.skipped_rows``).
+  ``model.skipped_rows``); an epoch without a single finite row raises.
 * a non-finite loss (a diverging learning rate) stops training with a message naming the
   batch; the weights are restored to those of the last snapshot taken after a check found
   the loss finite (the start of ``fit``, each epoch end, and every ``snapshot_every`` steps
   when given), and ``model.diverged`` says where it happened.
-* data whose event shape differs from the distribution's raise ``ValueError`` naming the
-  expected and the actual shapes.
+
+Distribution. Build the flow and the model under ``strategy.scope()``
+(``tf.distribute.MirroredStrategy``, ``MultiWorkerMirroredStrategy``): the loss of each
+replica is its share of the *global* batch mean (the sum of its rows' NLL divided by the
+number of rows of the global batch, all-reduced), so the summed gradients are those of the
+single-process run at the same global batch; the guard's records are all-reduced, so every
+worker stops at the same step.
 
 #### Examples
 
@@ -74,7 +105,10 @@ steps (50 by default) and at each epoch end:
 [2] Theis, van den Oord, Bethge. A note on the evaluation of generative models. ICLR 2016.
 """
 
+import contextlib
+import inspect
 import math
+import numbers
 import re
 import warnings
 
@@ -89,6 +123,13 @@ tfb = tfp.bijectors
 tfd = tfp.distributions
 
 __all__ = ["FlowModel", "NonFiniteBatchError", "tracked_variables"]
+
+if keras.backend.backend() != "tensorflow":  # pragma: no cover - depends on the environment.
+  raise ImportError(f"tfp_flows.keras needs Keras's TensorFlow backend, but KERAS_BACKEND is "
+                    f"{keras.backend.backend()!r}; set KERAS_BACKEND=tensorflow.")
+
+# Name of the in-graph event-shape check; its error is turned into a ValueError by _recover.
+_SHAPE_CHECK = "tfp_flows_event_shape_check"
 
 
 class NonFiniteBatchError(ValueError):
@@ -124,6 +165,34 @@ def _wrap(variable, index):
   return kv
 
 
+def _rows_text(rows, limit=5):
+  shown = ", ".join(str(int(r)) for r in rows[:limit])
+  return shown + (", ..." if len(rows) > limit else "")
+
+
+def _is_integer(value):
+  return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+
+
+def _is_real(value):
+  return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+
+
+class _Batch:
+  """Checked host-side inputs: ``x`` ``[N, *event]``, ``context`` ``[N, *ctx]`` or None,
+  ``weight`` ``[N]`` or None, and ``finite`` (``[N]`` bool: no NaN/inf in the row)."""
+
+  def __init__(self, x, context, weight, finite):
+    self.x, self.context, self.weight, self.finite = x, context, weight, finite
+
+  def __len__(self):
+    return int(self.x.shape[0])
+
+  def rows(self, index):
+    pick = lambda a: None if a is None else a[index]  # noqa: E731
+    return _Batch(self.x[index], pick(self.context), pick(self.weight), self.finite[index])
+
+
 class FlowModel(keras.Model):
   """A ``keras.Model`` that trains a TFP distribution by maximum likelihood.
 
@@ -155,17 +224,25 @@ class FlowModel(keras.Model):
     event_shape = distribution.event_shape
     if not event_shape.is_fully_defined():
       raise ValueError(f"FlowModel needs a fully known event shape, got {event_shape}.")
+    if not tf.TensorShape(distribution.batch_shape).rank == 0:
+      raise ValueError(f"FlowModel needs a distribution with a scalar batch shape (one "
+                       f"density), got batch shape {distribution.batch_shape}.")
     if nonfinite not in ("raise", "skip"):
       raise ValueError(f"nonfinite must be 'raise' or 'skip', got {nonfinite!r}.")
-    if bin_width is not None and not float(bin_width) > 0.:
-      raise ValueError(f"bin_width must be positive, got {bin_width!r}.")
-    if int(check_every) < 1:
-      raise ValueError(f"check_every must be a positive int, got {check_every}.")
-    if snapshot_every is not None and int(snapshot_every) < 1:
-      raise ValueError(f"snapshot_every must be a positive int or None, got {snapshot_every}.")
+    if bin_width is not None and not (_is_real(bin_width) and 0. < float(bin_width) < math.inf):
+      raise ValueError(f"bin_width must be a positive finite number, got {bin_width!r}.")
+    if num_dims is not None and not (_is_integer(num_dims) and num_dims >= 1):
+      raise ValueError(f"num_dims must be a positive int, got {num_dims!r}.")
+    for arg, value in (("check_every", check_every), ("snapshot_every", snapshot_every)):
+      if (value is not None or arg == "check_every") and not (_is_integer(value) and value >= 1):
+        raise ValueError(f"{arg} must be a positive int{' or None' * (arg != 'check_every')}, "
+                         f"got {value!r}.")
     self._flow_distribution = distribution
     self._event_shape_ = tuple(event_shape.as_list())
     self._flow_dtype = tf.as_dtype(distribution.dtype)
+    if not self._flow_dtype.is_floating:
+      raise TypeError(f"FlowModel needs a distribution over floats, got dtype "
+                      f"{self._flow_dtype.name}.")
     self._num_dims = int(num_dims) if num_dims is not None else int(np.prod(self._event_shape_))
     self._bin_width = None if bin_width is None else float(bin_width)
     self._nonfinite = nonfinite
@@ -186,14 +263,16 @@ class FlowModel(keras.Model):
     self._context_shape = found
     # The flow's own tf.Variables, tracked by Keras through wrappers (trainable first).
     self._flow_weights = [_wrap(v, i) for i, v in enumerate(variables)]
-    # Training records read by the guard (see _record): NaN/inf rows since the last check,
-    # and the first step since then with such rows / with a non-finite loss (-1: none).
+    # Records read by the guard (see _record): NaN/inf training rows and finite training rows
+    # since the last check, the first step since then with such rows / with a non-finite loss
+    # (-1: none), and NaN/inf rows seen by test_step since the start of an evaluation.
     with tf.init_scope():
       self._guard_vars = [
           tf.Variable(v, trainable=False, name=n,
                       aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
           for v, n in ((0., "nonfinite_rows"), (-1., "first_nonfinite_batch"),
-                       (-1., "first_nonfinite_loss"))]
+                       (-1., "first_nonfinite_loss"), (0., "finite_rows"),
+                       (0., "nonfinite_eval_rows"))]
     self._bpd_tracker = (keras.metrics.Mean(name="bits_per_dim") if bin_width is not None
                          else None)
     self.diverged = None
@@ -225,23 +304,277 @@ class FlowModel(keras.Model):
   def num_dims(self):
     return self._num_dims
 
-  # ---------------------------------------------------------------- inputs
+  def pending_data_init(self):
+    """The layers whose data-dependent initialisation waits for a first batch."""
+    return core.pending_data_init(self._flow_distribution)
+
+  # ---------------------------------------------------------------- host-side checks
+
+  def _expected(self):
+    return f"[{', '.join(['batch'] + [str(d) for d in self._event_shape_])}]"
+
+  def _as_array(self, value, what):
+    """A numpy array or eager tensor of ``value`` with a numeric dtype (not cast yet)."""
+    if not tf.is_tensor(value):
+      try:
+        value = np.asarray(value)
+      except (TypeError, ValueError) as e:
+        raise TypeError(f"{self.name}: {what} must be a numeric array, got "
+                        f"{type(value).__name__}: {e}") from None
+    try:
+      dtype = tf.as_dtype(value.dtype)
+    except TypeError:
+      dtype = None
+    if dtype is None or not (dtype.is_floating or dtype.is_integer) or dtype == tf.bool:
+      raise TypeError(f"{self.name}: {what} must be numeric (float or int), got dtype "
+                      f"{getattr(value.dtype, 'name', value.dtype)}.")
+    return value
+
+  def _check_event_shape(self, shape, what):
+    shape = tf.TensorShape(shape)
+    k = len(self._event_shape_)
+    if shape.rank is None:
+      return
+    if shape.rank == k and shape.is_compatible_with(self._event_shape_):
+      raise ValueError(f"{self.name}: {what} has shape {shape.as_list()}, a single event; "
+                       f"expected a batch of events {self._expected()} (add a batch axis, "
+                       "or .batch() a dataset).")
+    if shape.rank != k + 1 or not shape[1:].is_compatible_with(self._event_shape_):
+      raise ValueError(f"{self.name}: expected {what} of shape {self._expected()} (event shape "
+                       f"{list(self._event_shape_)}), got shape {shape.as_list()}.")
+
+  def _check_context_shape(self, shape, what):
+    shape = tf.TensorShape(shape)
+    k = len(self._context_shape)
+    if shape.rank is not None and (shape.rank != k + 1 or not shape[1:].is_compatible_with(
+        self._context_shape)):
+      raise ValueError(f"{self.name}: expected a context of shape [batch, "
+                       f"{', '.join(map(str, self._context_shape))}] for {what}, got shape "
+                       f"{shape.as_list()}.")
+
+  def _unpack(self, x, y=None, sample_weight=None):
+    """(x, context, sample_weight) from the forms fit/evaluate/predict accept."""
+    if isinstance(x, dict):
+      unknown = set(x) - {"x", "context"}
+      if unknown or "x" not in x:
+        raise ValueError(f"{self.name}: a dict input needs the key 'x' (and 'context' for a "
+                         f"conditional flow), got keys {sorted(map(str, x))}.")
+      x, context = x["x"], x.get("context")
+    elif isinstance(x, tuple) or (isinstance(x, list) and len(x) == 2 and all(
+        len(getattr(part, "shape", ())) >= 1 for part in x) and len(getattr(x[0], "shape", ()))
+                                  == len(self._event_shape_) + 1):
+      # (x, context); a list counts only if it holds two arrays of which the first is a batch
+      # (a list of rows is data).
+      if len(x) != 2:
+        raise ValueError(f"{self.name}: inputs must be x or (x, context), got {len(x)} parts.")
+      x, context = x
+    else:
+      context = None
+    if y is not None:
+      if context is not None:
+        raise ValueError(f"{self.name}: got both (x, context) and y; pass the context once.")
+      context = y
+    return x, context, sample_weight
+
+  def _check_batch(self, x, context, sample_weight, what, allow_empty=False):
+    """Checks arrays and returns a ``_Batch`` of numpy arrays (x in the flow's dtype)."""
+    x = np.asarray(self._as_array(x, what))
+    self._check_event_shape(x.shape, what)
+    n = x.shape[0]
+    if n == 0 and not allow_empty:
+      raise ValueError(f"{self.name}: {what} has no rows (shape {list(x.shape)}).")
+    with np.errstate(over="ignore"):
+      cast = x.astype(self._flow_dtype.as_numpy_dtype, copy=False)
+    finite = np.isfinite(cast.reshape(n, -1)).all(axis=1)
+    overflow = finite.size and not finite.all() and np.issubdtype(x.dtype, np.floating) and (
+        np.isfinite(x.reshape(n, -1)).all(axis=1) & ~finite).any()
+    x = cast
+    c = self._check_context_value(context, what)
+    if c is not None:
+      c = np.asarray(c)
+      if c.ndim == len(self._context_shape) + 1 and c.shape[0] != n:
+        raise ValueError(f"{self.name}: {what} has {n} rows but its context has {c.shape[0]} "
+                         "rows; pass one context row per data row.")
+      self._check_context_shape(c.shape, what)
+      c = c.astype(self._flow_dtype.as_numpy_dtype, copy=False)
+      finite &= np.isfinite(c.reshape(n, -1)).all(axis=1)
+    w = None
+    if sample_weight is not None:
+      w = np.asarray(self._as_array(sample_weight, f"sample_weight of {what}"), np.float64)
+      if w.shape not in ((n,), (n, 1)):
+        raise ValueError(f"{self.name}: sample_weight must have shape [{n}] (one weight per "
+                         f"row of {what}), got {list(w.shape)}.")
+      w = w.reshape(n)
+      if not np.all(np.isfinite(w)) or np.any(w < 0):
+        raise ValueError(f"{self.name}: sample_weight must be finite and >= 0.")
+      if n and not np.any(w > 0):
+        raise ValueError(f"{self.name}: every sample_weight is 0: there is nothing to fit.")
+    batch = _Batch(x, c, w, finite)
+    batch.overflow = bool(overflow)
+    return batch
+
+  def _check_context_value(self, context, what):
+    if not self._conditional:
+      if context is not None:
+        raise ValueError(f"{self.name}: got a context (a second input, or y) for {what}, but the "
+                         "flow is not conditional. Pass only x, or build the flow with "
+                         "conditional_shape.")
+      return None
+    if context is None:
+      raise ValueError(f"{self.name}: the flow is conditional and needs a context of shape "
+                       f"{list(self._context_shape)}: fit(x, context), log_prob(x, context=c).")
+    return self._as_array(context, f"the context of {what}")
+
+  def _nonfinite_message(self, batch, what):
+    bad = np.flatnonzero(~batch.finite)
+    beyond = (f" (some only after the cast to {self._flow_dtype.name}: values beyond its "
+              "range; rescale the data)") if getattr(batch, "overflow", False) else ""
+    return (f"{self.name}: {what} has {len(bad)} row(s) with NaN or inf values (rows "
+            f"{_rows_text(bad)}), in the data or the context{beyond}")
+
+  def _check_spec(self, spec, what):
+    """Checks a dataset's element_spec; returns whether batches carry a context."""
+    x, y, _ = keras.utils.unpack_x_y_sample_weight(
+        spec if isinstance(spec, tuple) else (spec,))
+    x, context, _ = self._unpack(x, y) if not isinstance(x, tf.TensorSpec) else (x, y, None)
+    if isinstance(x, tuple) and len(x) == 2:
+      x, context = x
+    if not isinstance(x, tf.TensorSpec):
+      raise ValueError(f"{self.name}: {what} must yield x, (x,), (x, context) or "
+                       f"(x, context, sample_weight) tensors; got element_spec {spec}.")
+    for s, name in ((x, "x"), (context, "context")):
+      if s is not None and not (s.dtype.is_floating or s.dtype.is_integer) or (
+          s is not None and s.dtype == tf.bool):
+        raise TypeError(f"{self.name}: {what} yields {name} of dtype {s.dtype.name}; expected "
+                        "numbers.")
+    self._check_event_shape(x.shape, f"{what} batches")
+    if self._conditional and context is None:
+      raise ValueError(f"{self.name}: the flow is conditional, but {what} yields no context; "
+                       "yield (x, context) pairs.")
+    if not self._conditional and context is not None:
+      raise ValueError(f"{self.name}: {what} yields a second tensor (a context), but the flow "
+                       "is not conditional.")
+    if context is not None:
+      self._check_context_shape(context.shape, f"{what} batches")
+
+  def _inspect(self, x, y, sample_weight, what, *, finite="raise", dataset_ok=True):
+    """Checks what fit/evaluate/predict got; returns (x to pass on, first ``_Batch`` or None,
+    full ``_Batch`` for arrays or None)."""
+    if isinstance(x, tf.distribute.DistributedDataset):
+      return x, None, None
+    if isinstance(x, tf.data.Dataset):
+      if y is not None or sample_weight is not None:
+        raise ValueError(f"{self.name}: with a tf.data.Dataset, put the context and "
+                         "sample_weight in the dataset's elements, not in y/sample_weight.")
+      self._check_spec(x.element_spec, what)
+      return x, None, None
+    if isinstance(x, keras.utils.PyDataset):
+      if y is not None or sample_weight is not None:
+        raise ValueError(f"{self.name}: with a PyDataset, its batches carry the context.")
+      first = self._check_batch(*self._unpack(*keras.utils.unpack_x_y_sample_weight(
+          _as_tuple(x[0]))), f"the first batch of {what}")
+      return x, first, None
+    if inspect.isgenerator(x) or (hasattr(x, "__next__") and hasattr(x, "__iter__")):
+      if y is not None or sample_weight is not None:
+        raise ValueError(f"{self.name}: with a generator, its batches carry the context.")
+      try:
+        element = next(x)
+      except StopIteration:
+        raise ValueError(f"{self.name}: the generator for {what} yields nothing.") from None
+      first = self._check_batch(*self._unpack(*keras.utils.unpack_x_y_sample_weight(
+          _as_tuple(element))), f"the first batch of {what}")
+      return _prepend(element, x), first, None
+    if x is None:
+      raise ValueError(f"{self.name}: {what} needs data (x is None).")
+    batch = self._check_batch(*self._unpack(x, y, sample_weight), what)
+    if not batch.finite.all():
+      if finite == "raise":
+        raise NonFiniteBatchError(self._nonfinite_message(batch, what) + "; clean the data"
+                                  + (", or pass FlowModel(..., nonfinite='skip') to skip such "
+                                     "rows." if what == "x" else "."))
+      if finite == "skip" and not batch.finite.any():
+        raise NonFiniteBatchError(f"{self.name}: every row of {what} has NaN or inf values; "
+                                  "there is nothing to train on.")
+    return x, None, batch
+
+  # ---------------------------------------------------------------- data-dependent init
+
+  def _initialize(self, batch, what):
+    """Runs pending data-dependent initialisation eagerly on the finite rows of ``batch``."""
+    pending = self.pending_data_init()
+    if not pending or batch is None:
+      return
+    names = ", ".join(sorted({m.name for m in pending}))
+    if not batch.finite.all():
+      if self._nonfinite != "skip" or what != "fit":
+        raise NonFiniteBatchError(self._nonfinite_message(batch, f"the first batch of {what}")
+                                  + f"; it would initialise {names} (data-dependent init).")
+      batch = batch.rows(batch.finite)
+    if len(batch) == 0:
+      raise ValueError(f"{self.name}: the first batch of {what} has no finite rows; the "
+                       f"data-dependent initialisation of {names} needs data.")
+    context = None if batch.context is None else tf.constant(batch.context)
+    with self.distribute_strategy.scope():
+      lp = self._log_prob(tf.constant(batch.x), context)
+    if not np.all(np.isfinite(lp.numpy())):
+      warnings.warn(f"{self.name}: after the data-dependent initialisation of {names} on the "
+                    f"first batch of {what}, {int(np.sum(~np.isfinite(lp.numpy())))} of "
+                    f"{len(batch)} log-densities are not finite.", RuntimeWarning, stacklevel=3)
+
+  def _first_rows(self, batch, batch_size, shuffle, validation_split=0.):
+    """The rows of an array input that Keras would put in the first training batch."""
+    n = len(batch)
+    if validation_split:
+      n = int(n * (1. - float(validation_split)))
+    size = min(n, int(batch_size or 32))
+    rows = np.random.permutation(n)[:size] if shuffle else np.arange(size)
+    return batch.rows(np.sort(rows))
+
+  def _prepare(self, first):
+    """Data-dependent init on ``first``, then the optimizer's variables, before tracing."""
+    self._initialize(first, "fit")
+    optimizer = getattr(self, "optimizer", None)
+    if optimizer is not None and not optimizer.built:
+      with self.distribute_strategy.scope():
+        optimizer.build(self.trainable_variables)
+
+  @contextlib.contextmanager
+  def _recover(self):
+    """Drops the traced functions after a failure; turns in-graph shape errors into
+    ``ValueError``s."""
+    try:
+      yield
+    except BaseException as e:
+      self.train_function = self.test_function = self.predict_function = None
+      self._fns.functions.clear()
+      if isinstance(e, tf.errors.InvalidArgumentError) and _SHAPE_CHECK in str(e):
+        found = re.search(r"Shape of tensor \S* ?(\[[^\]]*\]) is not compatible", str(e))
+        got = f", got a batch of shape {found.group(1)}" if found else ""
+        raise ValueError(f"{self.name}: expected batches of shape {self._expected()} (event "
+                         f"shape {list(self._event_shape_)}){got}.") from None
+      raise
+
+  # ---------------------------------------------------------------- in-graph inputs
 
   def _check_x(self, x):
+    """``x`` as a tensor of the flow's dtype with its event shape checked (also in graphs)."""
     if not tf.is_tensor(x):
-      x = np.asarray(x)
+      x = self._as_array(x, "x")
     dtype = tf.as_dtype(x.dtype)
-    if not (dtype.is_floating or dtype.is_integer):
+    if not (dtype.is_floating or dtype.is_integer) or dtype == tf.bool:
       raise TypeError(f"{self.name}: data must be numeric, got dtype {dtype.name}.")
     x = tf.cast(x, self._flow_dtype)
-    k = len(self._event_shape_)
     shape = x.shape
-    if shape.rank is not None and (shape.rank < k + 1 or
-                                   not shape[shape.rank - k:].is_compatible_with(
-                                       self._event_shape_)):
-      raise ValueError(
-          f"{self.name}: expected data of shape [batch, {', '.join(map(str, self._event_shape_))}]"
-          f" (event shape {list(self._event_shape_)}), got shape {shape.as_list()}.")
+    k = len(self._event_shape_)
+    if shape.rank is not None and (shape.rank < k + 1 or not shape[shape.rank - k:]
+                                   .is_compatible_with(self._event_shape_)):
+      raise ValueError(f"{self.name}: expected data of shape {self._expected()} (event shape "
+                       f"{list(self._event_shape_)}), got shape {shape.as_list()}.")
+    if shape.rank is None or not shape[shape.rank - k:].is_fully_defined():
+      # A retraced step may see relaxed shapes ([None, None]); check at run time (and at XLA
+      # compile time).
+      rank = 2 if shape.rank is None else shape.rank
+      x = tf.ensure_shape(x, [None] * (rank - k) + list(self._event_shape_), name=_SHAPE_CHECK)
     return x
 
   def _check_context(self, context, batch):
@@ -253,31 +586,30 @@ class FlowModel(keras.Model):
     if context is None:
       raise ValueError(f"{self.name}: the flow is conditional and needs a context of shape "
                        f"{list(self._context_shape)}: fit(x, context), log_prob(x, context=c).")
-    c = tf.convert_to_tensor(context)
-    c = tf.cast(c, self._flow_dtype)
+    if not tf.is_tensor(context):
+      context = self._as_array(context, "the context")
+    c = tf.cast(context, self._flow_dtype)
     k = len(self._context_shape)
     if c.shape.rank is not None and (c.shape.rank < k or not c.shape[c.shape.rank - k:]
                                      .is_compatible_with(self._context_shape)):
       raise ValueError(f"{self.name}: expected a context with trailing shape "
                        f"{list(self._context_shape)}, got shape {c.shape.as_list()}.")
     lead = tf.shape(batch)[:-len(self._event_shape_)] if tf.is_tensor(batch) else batch
+    if tf.is_tensor(batch) and c.shape.rank is not None and c.shape.rank > k:
+      c_lead = c.shape[:c.shape.rank - k]
+      x_lead = batch.shape[:batch.shape.rank - len(self._event_shape_)]
+      try:
+        tf.broadcast_static_shape(c_lead, x_lead)
+      except ValueError:
+        raise ValueError(f"{self.name}: the context's batch shape {c_lead.as_list()} does not "
+                         f"match the data's {x_lead.as_list()} (one context row per data row, "
+                         f"or a single context of shape {list(self._context_shape)}).") from None
     return tf.broadcast_to(c, tf.concat([lead, list(self._context_shape)], 0))
 
   def _split_inputs(self, data):
-    """(x, context, sample_weight) from any of the forms fit/evaluate/predict pass."""
+    """(x, context, sample_weight) tensors from a batch of fit/evaluate/predict."""
     x, y, sw = keras.utils.unpack_x_y_sample_weight(data)
-    if isinstance(x, dict):
-      x, context = x.get("x"), x.get("context")
-    elif isinstance(x, (tuple, list)):
-      if len(x) != 2:
-        raise ValueError(f"{self.name}: inputs must be x or (x, context), got {len(x)} parts.")
-      x, context = x
-    else:
-      context = None
-    if y is not None:
-      if context is not None:
-        raise ValueError(f"{self.name}: got both (x, context) and y; pass the context once.")
-      context = y
+    x, context, sw = self._unpack(x, y, sw)
     x = self._check_x(x)
     return x, self._check_context(context, x), sw
 
@@ -294,12 +626,12 @@ class FlowModel(keras.Model):
     return (nll - d * math.log(self._bin_width)) / (d * math.log(2.))
 
   def _weighted_nll(self, x, context, sample_weight, mask_nonfinite):
-    """Mean NLL over the finite rows (all rows if mask_nonfinite is False), row count."""
+    """Per-batch NLL sum and weight over the finite rows, and the finite-row mask."""
     n = tf.shape(x)[0]
+    finite = tf.reduce_all(tf.math.is_finite(tf.reshape(x, [n, -1])), axis=1)
+    if context is not None:
+      finite &= tf.reduce_all(tf.math.is_finite(tf.reshape(context, [n, -1])), axis=1)
     if mask_nonfinite:
-      finite = tf.reduce_all(tf.math.is_finite(tf.reshape(x, [n, -1])), axis=1)
-      if context is not None:
-        finite &= tf.reduce_all(tf.math.is_finite(tf.reshape(context, [n, -1])), axis=1)
       keep = tf.reshape(finite, [-1] + [1] * len(self._event_shape_))
       x = tf.where(keep, x, tf.zeros_like(x))
       if context is not None:
@@ -307,20 +639,24 @@ class FlowModel(keras.Model):
                            tf.zeros_like(context))
       w = tf.cast(finite, self._flow_dtype)
     else:
-      finite = None
       w = tf.ones([n], self._flow_dtype)
     if sample_weight is not None:
       w = w * tf.reshape(tf.cast(sample_weight, self._flow_dtype), [-1])
     lp = self._log_prob(x, context)
-    total = tf.reduce_sum(w)
-    nll = -tf.reduce_sum(tf.where(w > 0, lp * w, tf.zeros_like(lp))) / tf.maximum(total, 1e-12)
-    return nll, total, finite
+    nll_sum = -tf.reduce_sum(tf.where(w > 0, lp * w, tf.zeros_like(lp)))
+    return nll_sum, tf.reduce_sum(w), finite
 
   def _update_metrics(self, nll, weight):
     self._loss_tracker.update_state(nll, sample_weight=weight)
     if self._bpd_tracker is not None:
       self._bpd_tracker.update_state(self._bits_per_dim(nll), sample_weight=weight)
-    return {m.name: m.result() for m in self.metrics}
+    logs = {m.name: m.result() for m in self.metrics}
+    if _multi_worker(self.distribute_strategy):
+      # Keras 3 reduces a multi-worker step's logs with strategy.reduce(MEAN, v, axis=0),
+      # which fails on scalars (tensorflow/tensorflow#72388): give it [1]-shaped values. The
+      # epoch's logs are read from the (synchronised) metrics themselves.
+      logs = {k: tf.reshape(v, [1]) for k, v in logs.items()}
+    return logs
 
   # ---------------------------------------------------------------- Keras hooks
 
@@ -349,13 +685,24 @@ class FlowModel(keras.Model):
     if loss is not None:
       raise ValueError("FlowModel's loss is the negative log-likelihood; compile() takes no "
                        "loss argument.")
-    for key in ("metrics", "weighted_metrics"):
+    for key in ("metrics", "weighted_metrics", "loss_weights"):
       if kwargs.get(key):
         raise ValueError(f"FlowModel reports its own metrics (loss, bits_per_dim); got {key}.")
+    if kwargs.get("jit_compile") is True and self.distribute_strategy.num_replicas_in_sync > 1:
+      raise ValueError(f"{self.name}: jit_compile=True does not work under a distribution "
+                       "strategy with more than one replica (Keras compiles the step of every "
+                       "replica into one XLA program, which cannot reach the variables of the "
+                       "other devices); compile with jit_compile=False or 'auto'.")
+    if not self.trainable_weights:
+      raise ValueError(f"{self.name}: the distribution has no trainable variables; there is "
+                       "nothing to fit.")
     super().compile(optimizer=optimizer, **kwargs)
 
   def call(self, inputs, training=False):
     """Log-probabilities of ``inputs`` (``x`` or ``(x, context)``)."""
+    if tf.executing_eagerly() and self.pending_data_init():
+      x, context, _ = self._unpack(inputs)
+      self._initialize(self._check_batch(x, context, None, "the call"), "the call")
     x, context, _ = self._split_inputs(inputs)
     return self._log_prob(x, context)
 
@@ -363,46 +710,132 @@ class FlowModel(keras.Model):
     x, context, sw = self._split_inputs(data)
     variables = self.trainable_variables
     with tf.GradientTape() as tape:
-      nll, weight, finite = self._weighted_nll(x, context, sw, mask_nonfinite=True)
-    grads = tape.gradient(nll, [v.value for v in variables])
+      nll_sum, weight, finite = self._weighted_nll(x, context, sw, mask_nonfinite=True)
+      # This replica's share of the global-batch mean: replicas' gradients are summed.
+      total = _all_reduce_sum(weight)
+      loss = nll_sum / tf.maximum(total, tf.constant(1e-12, weight.dtype))
+    grads = tape.gradient(loss, [v.value for v in variables])
+    nll = nll_sum / tf.maximum(weight, tf.constant(1e-12, weight.dtype))
     self._record(tf.reduce_sum(tf.cast(~finite, tf.float32)),
-                 tf.cast(~tf.math.is_finite(nll), tf.float32))
+                 tf.reduce_sum(tf.cast(finite, tf.float32)),
+                 tf.cast(~tf.math.is_finite(loss), tf.float32))
     self.optimizer.apply_gradients(zip(grads, variables))
     return self._update_metrics(nll, weight)
 
-  def _record(self, bad_rows, bad_loss):
+  def _record(self, bad_rows, good_rows, bad_loss):
     """Updates the guard's records in-graph (no host round trip)."""
-    ctx = tf.distribute.get_replica_context()
-    if ctx is not None and ctx.num_replicas_in_sync > 1:
-      bad_rows = ctx.all_reduce(tf.distribute.ReduceOp.SUM, bad_rows)
-      bad_loss = ctx.all_reduce(tf.distribute.ReduceOp.SUM, bad_loss)
+    bad_rows, good_rows, bad_loss = (_all_reduce_sum(v) for v in (bad_rows, good_rows, bad_loss))
     step = tf.cast(self.optimizer.iterations, tf.float32)
-    rows, first_batch, first_loss = self._guard_vars
+    rows, first_batch, first_loss, finite_rows, _ = self._guard_vars
     rows.assign_add(bad_rows)
+    finite_rows.assign_add(good_rows)
     first_batch.assign(tf.where((first_batch < 0.) & (bad_rows > 0.), step, first_batch))
     first_loss.assign(tf.where((first_loss < 0.) & (bad_loss > 0.), step, first_loss))
 
   def test_step(self, data):
     x, context, sw = self._split_inputs(data)
-    nll, weight, _ = self._weighted_nll(x, context, sw, mask_nonfinite=False)
+    nll_sum, weight, finite = self._weighted_nll(x, context, sw, mask_nonfinite=False)
+    self._guard_vars[4].assign_add(_all_reduce_sum(tf.reduce_sum(tf.cast(~finite, tf.float32))))
+    nll = nll_sum / tf.maximum(weight, tf.constant(1e-12, weight.dtype))
     return self._update_metrics(nll, weight)
 
   def predict_step(self, data):
     x, context, _ = self._split_inputs(data)
     return self._log_prob(x, context)
 
-  def fit(self, *args, **kwargs):
-    """``keras.Model.fit``; adds the training guard (NaN batches, divergence) first."""
-    args = list(args)
-    positional = len(args) > 5  # fit(x, y, batch_size, epochs, verbose, callbacks, ...)
-    callbacks = args[5] if positional else kwargs.pop("callbacks", None)
-    callbacks = [_TrainingGuard()] + list(callbacks or [])
-    if positional:
-      args[5] = callbacks
-    else:
-      kwargs["callbacks"] = callbacks
+  def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None,
+          validation_split=0.0, validation_data=None, shuffle=True, class_weight=None,
+          sample_weight=None, initial_epoch=0, steps_per_epoch=None, validation_steps=None,
+          validation_batch_size=None, validation_freq=1):
+    """``keras.Model.fit`` with the inputs checked first and the training guard added.
+
+    ``x`` is the data (``y``, if given, is the context of a conditional flow). Everything is
+    checked before Keras builds anything (module docstring); a failed call leaves the model
+    as it was.
+    """
+    if getattr(self, "optimizer", None) is None:
+      raise RuntimeError(f"{self.name}: call compile() before fit().")
+    if class_weight is not None:
+      raise ValueError(f"{self.name}: class_weight does not apply to density estimation; use "
+                       "sample_weight to weight rows.")
+    for arg, value in (("batch_size", batch_size), ("steps_per_epoch", steps_per_epoch)):
+      if value is not None and not (_is_integer(value) and value >= 1):
+        raise ValueError(f"{self.name}: {arg} must be a positive int or None, got {value!r}.")
+    if not (_is_integer(epochs) and epochs >= 1) or not (_is_integer(initial_epoch) and
+                                                         0 <= initial_epoch < epochs):
+      raise ValueError(f"{self.name}: need ints 0 <= initial_epoch < epochs, got "
+                       f"initial_epoch={initial_epoch!r}, epochs={epochs!r}.")
+    if not (_is_real(validation_split) and 0. <= validation_split < 1.):
+      raise ValueError(f"{self.name}: validation_split must be in [0, 1), got "
+                       f"{validation_split!r}.")
+    x, first, batch = self._inspect(x, y, sample_weight, "x", finite=self._nonfinite)
+    if batch is not None:
+      if validation_split and int(len(batch) * (1. - validation_split)) < 1:
+        raise ValueError(f"{self.name}: validation_split={validation_split} leaves no "
+                         f"training rows of {len(batch)}.")
+      first = self._first_rows(batch, batch_size, shuffle, validation_split)
+      # Keras gets the checked arrays (lists, dicts and (x, context) pairs normalised).
+      x, y, sample_weight = batch.x, batch.context, batch.weight
+    elif first is None and self.pending_data_init() and isinstance(x, tf.data.Dataset):
+      first = self._check_batch(*self._unpack(*keras.utils.unpack_x_y_sample_weight(
+          _as_tuple(next(iter(x))))), "the first batch of x")
+    if validation_data is not None:
+      if not isinstance(validation_data, (tf.data.Dataset, tf.distribute.DistributedDataset)):
+        validation_data = _as_tuple(validation_data)
+        if not 1 <= len(validation_data) <= 3:
+          raise ValueError(f"{self.name}: validation_data must be (x,), (x, context) or "
+                           f"(x, context, sample_weight), got {len(validation_data)} parts.")
+        self._inspect(*(list(validation_data) + [None] * (3 - len(validation_data))),
+                      "validation_data")
+      else:
+        self._inspect(validation_data, None, None, "validation_data")
+    self._prepare(first)
     self.diverged = None
-    return super().fit(*args, **kwargs)
+    callbacks = [_TrainingGuard()] + list(callbacks or [])
+    with self._recover():
+      return super().fit(x, y, batch_size=batch_size, epochs=epochs, verbose=verbose,
+                         callbacks=callbacks, validation_split=validation_split,
+                         validation_data=validation_data, shuffle=shuffle,
+                         sample_weight=sample_weight, initial_epoch=initial_epoch,
+                         steps_per_epoch=steps_per_epoch, validation_steps=validation_steps,
+                         validation_batch_size=validation_batch_size,
+                         validation_freq=validation_freq)
+
+  def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", sample_weight=None,
+               steps=None, callbacks=None, return_dict=False, **kwargs):
+    """``keras.Model.evaluate``: mean NLL (and bits/dim) of the data; inputs checked first.
+
+    Rows with NaN/inf have no log-density: arrays with such rows raise ``ValueError`` before
+    anything runs; a dataset's are counted and raise at the end.
+    """
+    if not kwargs.get("_use_cached_eval_dataset"):  # fit's validation is checked by fit.
+      x, first, batch = self._inspect(x, y, sample_weight, "evaluate data")
+      if batch is not None:
+        first = self._first_rows(batch, batch_size, shuffle=False)
+        x, y, sample_weight = batch.x, batch.context, batch.weight
+      self._initialize(first, "evaluate")
+    self._guard_vars[4].assign(0.)
+    with self._recover():
+      logs = super().evaluate(x, y, batch_size=batch_size, verbose=verbose,
+                              sample_weight=sample_weight, steps=steps, callbacks=callbacks,
+                              return_dict=return_dict, **kwargs)
+    bad = int(self._guard_vars[4].numpy())
+    if bad:
+      what = "validation_data" if kwargs.get("_use_cached_eval_dataset") else "evaluate data"
+      raise ValueError(f"{self.name}: {bad} row(s) of {what} have NaN or inf values; their "
+                       "log-density is undefined, so the loss would be NaN. Clean the data.")
+    return logs
+
+  def predict(self, x, batch_size=None, verbose="auto", steps=None, callbacks=None):
+    """Log-densities of the rows of ``x`` (NaN for rows with NaN/inf); inputs checked first."""
+    x, first, batch = self._inspect(x, None, None, "predict data", finite="allow")
+    if batch is not None:
+      first = self._first_rows(batch, batch_size, shuffle=False)
+      x = batch.x if batch.context is None else (batch.x, batch.context)
+    self._initialize(first, "predict")
+    with self._recover():
+      return super().predict(x, batch_size=batch_size, verbose=verbose, steps=steps,
+                             callbacks=callbacks)
 
   # ---------------------------------------------------------------- user API
 
@@ -413,10 +846,25 @@ class FlowModel(keras.Model):
     return cache[key]
 
   def log_prob(self, x, context=None):
-    """Log-density of ``x`` (shape ``[..., *event_shape]``), compiled with ``tf.function``."""
+    """Log-density of ``x`` (shape ``[..., *event_shape]``), compiled with ``tf.function``.
+
+    ``context`` (conditional flows): one context per row (``[..., *context_shape]``) or a
+    single one (``context_shape``) for every row. Rows with NaN/inf give NaN. If the flow's
+    data-dependent initialisation is pending, ``x`` initialises it first (eagerly; an empty
+    ``x`` returns an empty result and initialises nothing).
+    """
     x = self._check_x(x)
     context = self._check_context(context, x)
-    return self._function("log_prob", self._log_prob)(x, context)
+    if self.pending_data_init() and tf.executing_eagerly():
+      lead = x.shape[:x.shape.rank - len(self._event_shape_)]
+      if lead.num_elements() == 0:
+        return tf.zeros(lead, self._flow_dtype)
+      n = int(lead.num_elements())
+      flat_c = None if context is None else tf.reshape(context, [n] + list(self._context_shape))
+      self._initialize(self._check_batch(tf.reshape(x, [n] + list(self._event_shape_)), flat_c,
+                                         None, "log_prob data"), "log_prob")
+    with self._recover():
+      return self._function("log_prob", self._log_prob)(x, context)
 
   def _tempered(self, temperature):
     dist = self._flow_distribution
@@ -441,28 +889,53 @@ class FlowModel(keras.Model):
     """``n`` samples; ``temperature`` scales the base distribution about its mean.
 
     Args:
-      n: number of samples.
-      seed: an int32 (reproducible, stateless), a stateless seed tensor of shape [2], or None.
-      temperature: the base draws are ``loc + temperature * (z - loc)`` (a tempered copy of
-        the base; for a standard normal base its std is multiplied by ``temperature``).
+      n: number of samples, an int >= 0.
+      seed: an int (reproducible, stateless; int32 range), a stateless seed of two ints, or
+        None.
+      temperature: a finite number > 0; the base draws are ``loc + temperature * (z - loc)``
+        (a tempered copy of the base; for a standard normal base its std is multiplied by
+        ``temperature``).
       context: conditional input, shape ``context_shape`` (shared by all samples) or
         ``[n, *context_shape]``.
     """
+    if tf.is_tensor(n) and n.dtype.is_integer and n.shape.rank == 0 and tf.executing_eagerly():
+      n = int(n)
+    if not _is_integer(n) or n < 0:
+      raise ValueError(f"{self.name}: the number of samples must be an int >= 0, got {n!r}.")
     n = int(n)
-    if n < 0:
-      raise ValueError(f"number of samples must be >= 0, got {n}.")
-    if not float(temperature) > 0.:
-      raise ValueError(f"temperature must be positive, got {temperature}.")
-    if isinstance(seed, (int, np.integer)):
-      seed = tf.constant([int(seed), 0], tf.int32)
-    elif seed is not None:
-      seed = tfp.random.sanitize_seed(seed)
-    if self._conditional or context is not None:
+    if not _is_real(temperature) or not 0. < float(temperature) < math.inf:
+      raise ValueError(f"{self.name}: temperature must be a finite number > 0, got "
+                       f"{temperature!r}.")
+    seed = _as_seed(seed, self.name)
+    if not self._conditional and context is not None:
+      raise ValueError(f"{self.name}: got a context, but the flow is not conditional.")
+    if self._conditional:
+      if context is None:
+        raise ValueError(f"{self.name}: the flow is conditional and needs a context of shape "
+                         f"{list(self._context_shape)} to sample.")
+      c = context if tf.is_tensor(context) else np.asarray(
+          self._as_array(context, "the context"))
+      shape = tuple(c.shape)
+      if len(shape) > len(self._context_shape) and (
+          len(shape) != len(self._context_shape) + 1 or shape[0] != n):
+        raise ValueError(f"{self.name}: the context must have shape "
+                         f"{list(self._context_shape)} (shared) or [{n}, "
+                         f"{', '.join(map(str, self._context_shape))}] (one per sample), got "
+                         f"{list(shape)}.")
+      if not np.all(np.isfinite(np.asarray(c, np.float64))):
+        raise ValueError(f"{self.name}: the context has NaN or inf values.")
       context = self._check_context(context, [n])
+    pending = self.pending_data_init()
+    if pending:
+      warnings.warn(f"{self.name}: sampling before the data-dependent initialisation of "
+                    f"{', '.join(sorted({m.name for m in pending}))} has run (it runs on the "
+                    "first data batch): these layers are still at their initial values.",
+                    RuntimeWarning, stacklevel=2)
     tempered = float(temperature) != 1.
     fn = self._function(("sample", tempered), self._sample)
-    return fn(tf.constant(n, tf.int32), seed, tf.constant(temperature, self._flow_dtype),
-              context, tempered)
+    with self._recover():
+      return fn(tf.constant(n, tf.int32), seed, tf.constant(temperature, self._flow_dtype),
+                context, tempered)
 
   def export(self, filepath, format="tf_saved_model", verbose=True, input_signature=None,
              **kwargs):
@@ -483,6 +956,12 @@ class FlowModel(keras.Model):
                             input_signature=input_signature, **kwargs)
     if input_signature is not None:
       raise ValueError("FlowModel.export builds its own signatures; drop input_signature.")
+    pending = self.pending_data_init()
+    if pending:
+      raise ValueError(f"{self.name}: the data-dependent initialisation of "
+                       f"{', '.join(sorted({m.name for m in pending}))} has not run; a "
+                       "SavedModel would freeze it in graph form. Fit the model (or call "
+                       "log_prob on data) before exporting.")
     module = _ServingModule(self)
     tf.saved_model.save(module, str(filepath), signatures=module.signatures())
     if verbose:
@@ -496,6 +975,48 @@ class FlowModel(keras.Model):
         "config). Use model.save_weights('name.weights.h5') with the same builder call to "
         "restore, ModelCheckpoint(..., save_weights_only=True), or model.export(path) for a "
         "SavedModel.")
+
+
+def _prepend(first, rest):
+  """A generator (what Keras accepts) yielding ``first``, then the rest of ``rest``."""
+  yield first
+  yield from rest
+
+
+def _as_tuple(data):
+  return tuple(data) if isinstance(data, (tuple, list)) else (data,)
+
+
+def _as_seed(seed, name):
+  """A stateless seed tensor (int32 ``[2]``) or None, from what ``sample`` accepts."""
+  if seed is None:
+    return None
+  if _is_integer(seed):
+    if not -2**31 <= int(seed) < 2**31:
+      raise ValueError(f"{name}: an int seed must fit in int32, got {seed}.")
+    return tf.constant([int(seed), 0], tf.int32)
+  if isinstance(seed, (bool, np.bool_, float, str)):
+    raise ValueError(f"{name}: seed must be an int, two ints or None, got {seed!r}.")
+  try:
+    return tfp.random.sanitize_seed(seed)
+  except (TypeError, ValueError) as e:
+    raise ValueError(f"{name}: seed must be an int, two ints or None, got {seed!r}.") from e
+
+
+def _multi_worker(strategy):
+  """Whether ``strategy`` spans several workers (a multi-worker MultiWorkerMirroredStrategy)."""
+  if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+    return False
+  spec = strategy.cluster_resolver.cluster_spec().as_dict()
+  return len(spec.get("chief", [])) + len(spec.get("worker", [])) > 1
+
+
+def _all_reduce_sum(value):
+  """Sum over the replicas in sync (identity outside a multi-replica step)."""
+  ctx = tf.distribute.get_replica_context()
+  if ctx is not None and ctx.num_replicas_in_sync > 1:
+    return ctx.all_reduce(tf.distribute.ReduceOp.SUM, value)
+  return value
 
 
 class _FunctionCache:
@@ -546,9 +1067,13 @@ class _TrainingGuard(keras.callbacks.Callback):
     self._epoch_start = 0
     self._steps = 0
     self._skipped_epoch = 0
+    self._finite_epoch = 0
 
   def _take_snapshot(self):
-    self._snapshot = [np.array(w) for w in self.model.get_weights()]
+    """The weights and the optimizer's state (its moments would be NaN after divergence)."""
+    model = self.model
+    self._snapshot = ([np.array(w) for w in model.get_weights()],
+                      [np.array(v.numpy()) for v in model.optimizer.variables])
 
   def on_train_begin(self, logs=None):
     self._reset()
@@ -558,16 +1083,18 @@ class _TrainingGuard(keras.callbacks.Callback):
     self._epoch = epoch
     self._epoch_start = int(self.model.optimizer.iterations.numpy())
     self._skipped_epoch = 0
+    self._finite_epoch = 0
 
   def _reset(self):
-    for v, value in zip(self.model._guard_vars, (0., -1., -1.)):
+    for v, value in zip(self.model._guard_vars[:4], (0., -1., -1., 0.)):
       v.assign(value)
 
   def _check(self):
     """Acts on the records since the last check; True if training may go on."""
     model = self.model
-    rows, first_batch, first_loss = (float(v.numpy()) for v in model._guard_vars)
+    rows, first_batch, first_loss, finite = (float(v.numpy()) for v in model._guard_vars[:4])
     self._reset()
+    self._finite_epoch += int(finite)
     if first_loss >= 0:
       self._restore(int(first_loss) - self._epoch_start)
       return False
@@ -596,17 +1123,25 @@ class _TrainingGuard(keras.callbacks.Callback):
   def _restore(self, batch):
     model = self.model
     model.stop_training = True
-    model.set_weights(self._snapshot)
+    weights, optimizer_state = self._snapshot
+    model.set_weights(weights)
+    for v, value in zip(model.optimizer.variables, optimizer_state):
+      v.assign(value)
     model.diverged = {"epoch": self._epoch, "batch": int(batch)}
-    message = (f"{model.name}: the training loss became NaN/inf at batch {batch} of epoch "
-               f"{self._epoch} (the learning rate may be too high); training stopped and the "
-               "weights of the last finite snapshot were restored.")
-    warnings.warn(message, RuntimeWarning, stacklevel=2)
-    print(message)
+    warnings.warn(f"{model.name}: the training loss became NaN/inf at batch {batch} of epoch "
+                  f"{self._epoch} (the learning rate may be too high); training stopped and "
+                  "the weights and optimizer state of the last finite snapshot were restored.",
+                  RuntimeWarning, stacklevel=2)
 
   def on_epoch_end(self, epoch, logs=None):
-    if self.model.diverged is None and self._check():
+    model = self.model
+    if model.diverged is None and self._check():
+      if self._finite_epoch == 0 and int(model.optimizer.iterations.numpy()) > self._epoch_start:
+        model.stop_training = True
+        raise NonFiniteBatchError(
+            f"{model.name}: epoch {epoch} had no training row without NaN or inf values "
+            f"({self._skipped_epoch} row(s) skipped); nothing was trained.")
       self._take_snapshot()
     if self._skipped_epoch:
-      warnings.warn(f"{self.model.name}: skipped {self._skipped_epoch} training row(s) with "
+      warnings.warn(f"{model.name}: skipped {self._skipped_epoch} training row(s) with "
                     f"NaN or inf values in epoch {epoch}.", RuntimeWarning, stacklevel=2)
