@@ -37,7 +37,6 @@ breast-cancer data).
 """
 
 import numpy as np
-import tensorflow as tf
 
 __all__ = ["toy", "TOY_NAMES", "ToyDensity", "digits", "DIGITS_NUM_BINS", "Target", "potential",
            "POTENTIAL_NAMES", "funnel", "logistic_regression"]
@@ -247,11 +246,11 @@ POTENTIAL_BOX = 4.
 _WALL_WIDTH = 0.2
 
 
-def _half_square(t):
-  return 0.5 * tf.square(t)
-
-
 def _energies():
+  import tensorflow as tf  # here, not at the top: the CLI reads TOY_NAMES before TF loads
+
+  def _half_square(t):
+    return 0.5 * tf.square(t)
 
   def w1(z):
     return tf.sin(2. * np.pi * z[..., 0] / 4.)
@@ -289,6 +288,7 @@ def potential(name):
   ``log_normalizer()`` integrates the density by the midpoint rule on
   ``[-6, 6] x [-8, 8]`` (1200 x 1600 cells; the wall's tails and U1's ring lie well inside).
   """
+  import tensorflow as tf  # lazy: see _energies
   key = str(name).upper()
   energies = _energies()
   if key not in energies:
@@ -299,7 +299,7 @@ def potential(name):
     z = tf.convert_to_tensor(z)
     if z.shape[-1] is not None and z.shape[-1] != 2:
       raise ValueError(f"potential {key}: expected z of shape [..., 2], got {z.shape}.")
-    wall = _half_square(tf.nn.relu(tf.abs(z[..., 0]) - POTENTIAL_BOX) / _WALL_WIDTH)
+    wall = 0.5 * tf.square(tf.nn.relu(tf.abs(z[..., 0]) - POTENTIAL_BOX) / _WALL_WIDTH)
     return -(energy(z) + wall)
 
   def log_normalizer():
@@ -320,6 +320,7 @@ def funnel(dim=10):
   ``z = (v, x_1..x_{dim-1})``; the density is normalised (``log_normalizer() == 0``), so a
   reverse-KL loss is exactly ``KL(q || p)``.
   """
+  import tensorflow as tf  # lazy: see _energies
   if int(dim) < 2:
     raise ValueError(f"funnel: dim must be >= 2, got {dim}.")
   log_2pi = np.log(2. * np.pi)
@@ -343,6 +344,7 @@ def logistic_regression():
   sigmoid(x_n . w))`` (unnormalised: the evidence is unknown). Float32 or float64 ``w``.
   Requires scikit-learn.
   """
+  import tensorflow as tf  # lazy: see _energies
   try:
     from sklearn.datasets import load_breast_cancer  # pylint: disable=import-outside-toplevel
   except ImportError as e:
