@@ -96,7 +96,8 @@ def test_zero_w_is_a_translation_without_nan(activation):
 
 def test_tanh_inverse_gradients_match_finite_differences():
   rng = np.random.default_rng(3)
-  bij = Planar(3, u=rng.normal(size=3), w=rng.normal(size=3), b=0.3, dtype=tf.float64)
+  bij = Planar(3, u=tf.Variable(rng.normal(size=3)), w=tf.Variable(rng.normal(size=3)),
+               b=tf.Variable(0.3, dtype=tf.float64), dtype=tf.float64)
   y0 = rng.normal(size=(5, 3))
   g = tf.constant(rng.normal(size=(5, 3)))
 
