@@ -208,3 +208,15 @@ def test_rejects_inputs_of_another_dtype(case):
       call(x64)
   with pytest.raises((TypeError, ValueError), match="int"):
     bijector.forward(x64.astype(np.int32))
+
+
+# Batches of flows from tensor-shaped parameters (TFP's batch-shape rules; slicing and
+# dist[i] are checked in tests/test_conventions.py).
+REGISTRY += [
+    Case("scaling_batch_2d",
+         lambda dt: tff.bijectors.Scaling([2], log_scale=tf.Variable(tf.zeros([3, 2], dt)),
+                                          dtype=dt),
+         (2,), batch=4, sample=_batch_inputs(3)),
+    Case("radial_batch_2d", lambda dt: tff.bijectors.Radial(2, batch_shape=[3], dtype=dt, seed=4),
+         (2,), batch=4, sample=_batch_inputs(3)),
+]

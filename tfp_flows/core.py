@@ -32,6 +32,7 @@ import tensorflow_probability as tfp
 # ``SUPPORTED_VERSIONS`` (also the bounds in pyproject.toml; tests/test_core.py pins them).
 from tensorflow.python.eager import record as _record
 from tensorflow.python.ops import control_flow_util as _control_flow_util
+from tensorflow_probability.python.bijectors import chain as _chain_lib
 from tensorflow_probability.python.bijectors import invert as _invert_lib
 from tensorflow_probability.python.internal import cache_util as _cache_util
 from tensorflow_probability.python.internal import parameter_properties as _parameter_properties
@@ -43,7 +44,7 @@ __all__ = ["float_dtype", "as_event_shape", "check_input", "check_dtype", "Dtype
            "batch_size", "rng", "child_seeds", "DEFAULT_MAX_ITERATIONS",
            "DEFAULT_FIXED_POINT_ITERATIONS", "default_tolerance", "attainable_tolerance",
            "initialize_once", "init_flag", "as_init_flag", "data_init", "DataInitWarning",
-           "ParameterProperties", "BijectorCacheWithGreedyAttrs", "INVERT_TYPES",
+           "ParameterProperties", "BijectorCacheWithGreedyAttrs", "INVERT_TYPES", "CHAIN_TYPES",
            "stop_recording", "SUPPORTED_VERSIONS", "conditional_kwargs", "conditional_shape",
            "pending_data_init"]
 
@@ -58,6 +59,9 @@ BijectorCacheWithGreedyAttrs = _cache_util.BijectorCacheWithGreedyAttrs
 
 INVERT_TYPES = (tfb.Invert, _invert_lib._Invert)  # pylint: disable=protected-access
 """``tfb.Invert(b)`` builds a private base class when ``b`` is not a composite tensor."""
+
+CHAIN_TYPES = (tfb.Chain, _chain_lib._Chain)  # pylint: disable=protected-access
+"""``tfb.Chain(parts)`` builds a private base class when a part is not a composite tensor."""
 
 stop_recording = _record.stop_recording
 """Context manager pausing every gradient tape (used by the fixed-point solver's loop)."""
@@ -215,6 +219,7 @@ def as_parameter(value, *, dtype, event_shape=(), default=None, name, what, trai
     ``value`` (a tensor, or the reference object unchanged), or the new variable.
   """
   event_shape = tuple(event_shape)
+  name = name.rstrip("/")
   if value is None:
     if default is None:
       return None
