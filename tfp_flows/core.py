@@ -43,7 +43,7 @@ __all__ = ["float_dtype", "as_event_shape", "check_input", "check_dtype", "Dtype
            "is_ref", "as_parameter", "static_value", "broadcast_batch_shape", "flatten_batch",
            "batch_size", "rng", "child_seeds", "DEFAULT_MAX_ITERATIONS",
            "DEFAULT_FIXED_POINT_ITERATIONS", "default_tolerance", "attainable_tolerance",
-           "initialize_once", "init_flag", "as_init_flag", "data_init", "DataInitWarning",
+           "initialize_once", "init_flag", "as_init_flag", "init_state", "data_init", "DataInitWarning",
            "ParameterProperties", "BijectorCacheWithGreedyAttrs", "INVERT_TYPES", "CHAIN_TYPES",
            "stop_recording", "SUPPORTED_VERSIONS", "conditional_kwargs", "conditional_shape",
            "pending_data_init"]
@@ -378,12 +378,20 @@ def init_flag(done=False, name="initialized"):
 
 def as_init_flag(flag, done, name):
   """The layer's "initialised" flag: ``flag`` if given (a boolean ``tf.Variable``, e.g. from
-  ``parameters`` when copying a layer), else a new one (``init_flag(done)``)."""
+  ``parameters`` when copying a layer); else a new ``init_flag()`` for a layer that still has
+  to initialise from data, and None for one that never will (``done``): no variable is
+  created, so such a layer can be built from tensors inside ``tf.function``."""
   if flag is None:
-    return init_flag(done=done)
+    return None if done else init_flag(done=False)
   if not isinstance(flag, tf.Variable) or flag.dtype != tf.bool:
     raise TypeError(f"{name}: initialized must be a boolean tf.Variable, got {flag!r}.")
   return flag
+
+
+def init_state(flag):
+  """What a layer's ``initialized`` property returns: its flag, or ``True`` (a constant) when
+  it has none (built without data-dependent init)."""
+  return tf.constant(True) if flag is None else flag
 
 
 def initialize_once(flag, init_fn):

@@ -211,7 +211,7 @@ class MarginalGaussianization(core.DtypeChecked, tfb.Bijector):
   @property
   def initialized(self):
     """The boolean variable recording that the data-dependent initialisation has run."""
-    return self._initialized
+    return core.init_state(self._initialized)
 
   def mixture(self):
     """``(anchors, bandwidths, log_weights)``, each ``[D, K]``, as used by the CDFs."""
@@ -416,7 +416,7 @@ class HouseholderRotation(core.DtypeChecked, tfb.Bijector):
   def initialized(self):
     """The boolean variable recording that the PCA initialisation has run (always True for
     ``init="random"``)."""
-    return self._initialized
+    return core.init_state(self._initialized)
 
   def matrix(self):
     """The orthogonal matrix ``Q`` ``[D, D]`` of ``forward``."""
@@ -429,9 +429,15 @@ class HouseholderRotation(core.DtypeChecked, tfb.Bijector):
     m = tf.reduce_max(tf.abs(centred))
     centred = centred / tf.where(m > 0., m, tf.ones_like(m))
     cov = tf.matmul(centred, centred, transpose_a=True) / tf.cast(tf.shape(flat)[0], self.dtype)
-    _, vecs = tf.linalg.eigh(cov)
+    # A batch whose mean overflows gives a non-finite covariance: decompose the identity instead
+    # (no kernel error) and hand core.data_init a non-finite value, which it reports.
+    finite = tf.reduce_all(tf.math.is_finite(cov))
+    eye = tf.eye(self._event_size, dtype=self.dtype)
+    _, vecs = tf.linalg.eigh(tf.where(finite, cov, eye))
     axes = tf.reverse(vecs, axis=[-1])  # columns: principal axes, largest variance first
-    return [(self._vectors, householder_vectors(axes))]
+    vectors = householder_vectors(axes)
+    nan = tf.fill(tf.shape(vectors), tf.constant(np.nan, self.dtype))
+    return [(self._vectors, tf.where(finite, vectors, nan))]
 
   def _maybe_initialize(self, y):
     if self._init != "pca":

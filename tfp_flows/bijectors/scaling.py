@@ -198,7 +198,7 @@ class ActNorm(core.DtypeChecked, tfb.Bijector):
   @property
   def initialized(self):
     """The boolean variable recording that the data-dependent initialisation has run."""
-    return self._initialized
+    return core.init_state(self._initialized)
 
   def _check(self, t, what):
     return core.check_input(t, self._event_shape, name=self.name,
