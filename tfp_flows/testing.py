@@ -395,27 +395,26 @@ def _check_unknown_static_shape(bijector, x, event_ndims, kw, name):
 
 
 def _tensor_parameter_cases(bijector, x, kw):
-  """(part, its input, parameter name) for tfp_flows parameters held as tf.Variables."""
+  """(part, its input, names of its parameters held as tf.Variables), tfp_flows parts only."""
   cases, seen = [], set()
   for leaf, x_leaf in _parts_with_inputs(bijector, x, kw):
-    if not type(leaf).__module__.startswith("tfp_flows"):
+    # Stacks of one family: the first layer of each type stands for the others.
+    if not type(leaf).__module__.startswith("tfp_flows") or type(leaf) in seen:
       continue
     params = leaf.parameters or {}
-    for pname in type(leaf).parameter_properties():
-      # Stacks of one family: the first layer of each type stands for the others.
-      if (type(leaf), pname) in seen:
-        continue
-      if isinstance(params.get(pname), tf.Variable) and params[pname].dtype.is_floating:
-        cases.append((leaf, x_leaf, pname))
-        seen.add((type(leaf), pname))
+    names = [p for p in type(leaf).parameter_properties()
+             if isinstance(params.get(p), tf.Variable) and params[p].dtype.is_floating]
+    if names:
+      cases.append((leaf, x_leaf, names))
+      seen.add(type(leaf))
   return cases
 
 
 def _check_tensor_parameters(bijector, x, tol, kw, name):
-  """Each variable parameter passed as a tensor: same values, same gradients, any trace."""
+  """Variable parameters passed as tensors: same values, same gradients, any trace."""
   checked = 0
-  for leaf, x, pname in _tensor_parameter_cases(bijector, x, kw):
-    variable = leaf.parameters[pname]
+  for leaf, x, names in _tensor_parameter_cases(bijector, x, kw):
+    variables = [leaf.parameters[p] for p in names]
     y = leaf.forward(_fresh(x), **kw)
 
     def loss(b):
@@ -424,9 +423,9 @@ def _check_tensor_parameters(bijector, x, tol, kw, name):
               tf.reduce_sum(b.forward_log_det_jacobian(
                   _fresh(x), event_ndims=b.forward_min_event_ndims, **kw)))
 
-    def rebuild(value):
+    def rebuild(values, leaf=leaf, names=names):
       try:
-        return leaf.copy(**{pname: value})
+        return leaf.copy(**dict(zip(names, values)))
       except ValueError as e:  # e.g. data-dependent init needs variables
         if "tf.Variable" in str(e):
           return None
@@ -434,32 +433,32 @@ def _check_tensor_parameters(bijector, x, tol, kw, name):
 
     with tf.GradientTape() as tape:
       reference = loss(leaf)
-    grad_var = tape.gradient(reference, variable)
-    value = tf.constant(variable.numpy())
+    grads_var = tape.gradient(reference, variables)
+    values = [tf.constant(v.numpy()) for v in variables]
     with tf.GradientTape() as tape:
-      tape.watch(value)
-      amortised = rebuild(value * tf.ones([], value.dtype))
+      tape.watch(values)
+      amortised = rebuild([v * tf.ones([], v.dtype) for v in values])
       if amortised is None:
         continue
       got = loss(amortised)
-    grad_tensor = tape.gradient(got, value)
-    label = f"{leaf.name}.{pname}"
-    _assert_close(got, reference, tol, f"{label} as a tensor: value", name)
-    if grad_var is None or grad_tensor is None:
-      raise AssertionError(f"[{name}] no gradient reaches {label} "
-                           f"(variable: {grad_var is not None}, tensor: "
-                           f"{grad_tensor is not None})")
-    _assert_close(grad_tensor, grad_var, tol, f"{label} as a tensor: gradient", name)
+    grads_tensor = tape.gradient(got, values)
+    label = f"{leaf.name} with {names} as tensors"
+    _assert_close(got, reference, tol, f"{label}: value", name)
+    for pname, g_var, g_tensor in zip(names, grads_var, grads_tensor):
+      if g_var is None or g_tensor is None:
+        raise AssertionError(f"[{name}] no gradient reaches {leaf.name}.{pname} (variable: "
+                             f"{g_var is not None}, tensor: {g_tensor is not None})")
+      _assert_close(g_tensor, g_var, tol, f"{label}: gradient of {pname}", name)
 
     @tf.function
-    def traced(v, k):
+    def traced(values, k, loss=loss, rebuild=rebuild):
       del k  # a Python argument: every new value is a new trace
-      return loss(rebuild(v))
+      return loss(rebuild(values))
 
     for k in (1, 2):
-      _assert_close(traced(value, k), reference, tol, f"{label} built in tf.function (trace "
-                    f"{k})", name)
-    checked += 1
+      _assert_close(traced(values, k), reference, tol, f"{label}, built in tf.function "
+                    f"(trace {k})", name)
+    checked += len(names)
   return checked
 
 
