@@ -263,8 +263,11 @@ def static_value(value, what, name):
   return np.asarray(static)
 
 
-def broadcast_batch_shape(*params_and_event_ndims):
-  """Static broadcast batch shape of ``(parameter, event_ndims)`` pairs (None entries skipped)."""
+def broadcast_batch_shape(*params_and_event_ndims, name="bijector"):
+  """Static broadcast batch shape of ``(parameter, event_ndims)`` pairs (None entries skipped).
+
+  Raises ``ValueError`` naming ``name`` and the shapes if the batch shapes do not broadcast.
+  """
   shape = tf.TensorShape([])
   for p, nd in params_and_event_ndims:
     if p is None:
@@ -272,7 +275,13 @@ def broadcast_batch_shape(*params_and_event_ndims):
     s = tf.TensorShape(p.shape)
     if s.rank is None:
       return tf.TensorShape(None)
-    shape = tf.broadcast_static_shape(shape, s[:s.rank - nd])
+    try:
+      shape = tf.broadcast_static_shape(shape, s[:s.rank - nd])
+    except ValueError as e:
+      shapes = [None if p is None else tf.TensorShape(p.shape).as_list()
+                for p, _ in params_and_event_ndims]
+      raise ValueError(f"{name.rstrip('/')}: the parameters' batch shapes do not broadcast "
+                       f"(parameter shapes {shapes}).") from e
   return shape
 
 
@@ -360,8 +369,8 @@ def attainable_tolerance(tolerance, dtype):
   """
   dtype = tf.as_dtype(dtype)
   tol = default_tolerance(dtype) if tolerance is None else float(tolerance)
-  if not tol > 0:
-    raise ValueError(f"tolerance must be positive, got {tolerance!r}.")
+  if not 0 < tol < np.inf:
+    raise ValueError(f"tolerance must be positive and finite, got {tolerance!r}.")
   return max(tol, 4. * float(np.finfo(dtype.as_numpy_dtype).eps))
 
 

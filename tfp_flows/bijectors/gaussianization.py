@@ -155,16 +155,18 @@ class MarginalGaussianization(core.DtypeChecked, tfb.Bijector):
                anchors=None, raw_bandwidths=None, logits=None, initialized=None,
                validate_args=False, dtype=tf.float32, name="marginal_gaussianization"):
     parameters = dict(locals())
-    with tf.name_scope(name) as name:
+    with tf.name_scope(name) as scope:
+      name = scope.rstrip("/")  # for messages; TFP strips it from the bijector's name too
       dtype = core.float_dtype(dtype)
       d = _event_size(event_size, name)
       k = _positive_int(num_components, "num_components", name)
       max_iterations = _positive_int(max_iterations, "max_iterations", name)
-      if not bandwidth_factor > 0 or not min_bandwidth > 0:
-        raise ValueError(f"{name}: bandwidth_factor and min_bandwidth must be > 0, got "
+      if not 0 < bandwidth_factor < np.inf or not 0 < min_bandwidth < np.inf:
+        raise ValueError(f"{name}: bandwidth_factor and min_bandwidth must be finite and > 0, got "
                          f"{bandwidth_factor!r} and {min_bandwidth!r}.")
-      if position_tolerance is not None and not position_tolerance > 0:
-        raise ValueError(f"{name}: position_tolerance must be > 0, got {position_tolerance!r}.")
+      if position_tolerance is not None and not 0 < position_tolerance < 1:
+        raise ValueError(f"{name}: position_tolerance must be in (0, 1), got "
+                         f"{position_tolerance!r}.")
       self._event_size = d
       self._num_components = k
       self._data_init = bool(data_init)
@@ -376,7 +378,8 @@ class HouseholderRotation(core.DtypeChecked, tfb.Bijector):
                vectors=None, initialized=None, validate_args=False, dtype=tf.float32,
                seed=None, name="householder_rotation"):
     parameters = dict(locals())
-    with tf.name_scope(name) as name:
+    with tf.name_scope(name) as scope:
+      name = scope.rstrip("/")  # for messages; TFP strips it from the bijector's name too
       dtype = core.float_dtype(dtype)
       d = _event_size(event_size, name)
       r = d if num_reflections is None else _positive_int(num_reflections, "num_reflections",

@@ -105,7 +105,7 @@ def _batch_shape(batch_shape, name):
 
 def _default_batch(params, name, what):
   """Static broadcast batch shape of the given parameters, for a default ``what``."""
-  shape = core.broadcast_batch_shape(*params)
+  shape = core.broadcast_batch_shape(*params, name=name)
   if not shape.is_fully_defined():
     raise ValueError(f"{name}: the default {what} takes the batch shape of the other "
                      f"parameters, which is not known statically ({shape}); pass {what}.")
@@ -156,18 +156,20 @@ class Planar(core.DtypeChecked, tfb.Bijector):
                b=None, batch_shape=(), tolerance=None, max_iterations=100,
                validate_args=False, dtype=tf.float32, seed=None, name="planar"):
     parameters = dict(locals())
-    with tf.name_scope(name) as name:
+    with tf.name_scope(name) as scope:
+      name = scope.rstrip("/")  # for messages; TFP strips it from the bijector's name too
       dtype = core.float_dtype(dtype)
       d = _event_size(event_size, name)
       if activation not in _ACTIVATIONS:
         raise ValueError(f"{name}: activation must be one of {_ACTIVATIONS}, got "
                          f"{activation!r}.")
       negative_slope = float(negative_slope)
-      if not negative_slope >= 0.:
-        raise ValueError(f"{name}: negative_slope must be >= 0 (a non-decreasing activation), "
-                         f"got {negative_slope}.")
-      if int(max_iterations) < 1:
-        raise ValueError(f"{name}: max_iterations must be >= 1, got {max_iterations}.")
+      if not 0. <= negative_slope < np.inf:
+        raise ValueError(f"{name}: negative_slope must be finite and >= 0 (a non-decreasing "
+                         f"activation), got {negative_slope}.")
+      if isinstance(max_iterations, bool) or int(max_iterations) != max_iterations or (
+          max_iterations < 1):
+        raise ValueError(f"{name}: max_iterations must be an int >= 1, got {max_iterations!r}.")
       if tolerance is not None and not 0. < float(tolerance) < 1.:
         raise ValueError(f"{name}: tolerance must be in (0, 1), got {tolerance}.")
       batch = _batch_shape(batch_shape, name)
@@ -195,6 +197,7 @@ class Planar(core.DtypeChecked, tfb.Bijector):
       b = core.as_parameter(
           b, dtype=dtype, name=name, what="b",
           default=lambda: np.zeros(_default_batch([(u, 1), (w, 1)], name, "b")))
+      core.broadcast_batch_shape((u, 1), (w, 1), (b, 0), name=name)
       # The parameters as used: a rebuilt bijector gets these very objects (the variables
       # created here by default included), so copies and slices are the same map.
       parameters.update(u=u, w=w, b=b)
@@ -386,7 +389,8 @@ class Radial(core.DtypeChecked, tfb.Bijector):
   def __init__(self, event_size, z0=None, alpha_raw=None, beta_raw=None, batch_shape=(),
                validate_args=False, dtype=tf.float32, seed=None, name="radial"):
     parameters = dict(locals())
-    with tf.name_scope(name) as name:
+    with tf.name_scope(name) as scope:
+      name = scope.rstrip("/")  # for messages; TFP strips it from the bijector's name too
       dtype = core.float_dtype(dtype)
       d = _event_size(event_size, name)
       batch = _batch_shape(batch_shape, name)
@@ -400,6 +404,7 @@ class Radial(core.DtypeChecked, tfb.Bijector):
           beta_raw, dtype=dtype, name=name, what="beta_raw",
           default=lambda: np.full(_default_batch([(z0, 1), (alpha_raw, 0)], name, "beta_raw"),
                                   one_raw))
+      core.broadcast_batch_shape((z0, 1), (alpha_raw, 0), (beta_raw, 0), name=name)
       parameters.update(z0=z0, alpha_raw=alpha_raw, beta_raw=beta_raw)
       self._event_size = d
       self._z0, self._alpha_raw, self._beta_raw = z0, alpha_raw, beta_raw

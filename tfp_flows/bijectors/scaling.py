@@ -67,7 +67,8 @@ class Scaling(core.DtypeChecked, tfb.Bijector):
   def __init__(self, event_shape, log_scale=None, validate_args=False, dtype=tf.float32,
                name="scaling"):
     parameters = dict(locals())
-    with tf.name_scope(name) as name:
+    with tf.name_scope(name) as scope:
+      name = scope.rstrip("/")  # for messages; TFP strips it from the bijector's name too
       dtype = core.float_dtype(dtype)
       event_shape = core.as_event_shape(event_shape)
       log_scale = core.as_parameter(log_scale, dtype=dtype, event_shape=event_shape,
@@ -145,11 +146,12 @@ class ActNorm(core.DtypeChecked, tfb.Bijector):
   def __init__(self, event_shape, data_init=True, eps=1e-6, shift=None, log_scale=None,
                initialized=None, validate_args=False, dtype=tf.float32, name="actnorm"):
     parameters = dict(locals())
-    with tf.name_scope(name) as name:
+    with tf.name_scope(name) as scope:
+      name = scope.rstrip("/")  # for messages; TFP strips it from the bijector's name too
       dtype = core.float_dtype(dtype)
       event_shape = core.as_event_shape(event_shape)
-      if not eps >= 0:
-        raise ValueError(f"{name}: eps must be >= 0, got {eps}.")
+      if not 0 <= eps < np.inf:
+        raise ValueError(f"{name}: eps must be finite and >= 0, got {eps}.")
       channels = event_shape[-1]
       zeros = lambda: np.zeros([channels])
       shift = core.as_parameter(shift, dtype=dtype, event_shape=(channels,), default=zeros,
