@@ -134,8 +134,11 @@ def assert_converged(converged, what, validate_args):
               "max_iterations or the tolerance, or check the input is in range.")]
 
 
-def check_convergence(converged, num_iterations, residual, name, validate_args):
+def check_convergence(converged, num_iterations, residual, name, validate_args, where=None):
   """Reports a solve that stopped at its cap: an error with ``validate_args``, else a warning.
+
+  ``where``: optional bool mask of the elements to report on (the solvers pass "the target
+  is finite": a NaN or inf input gives a NaN output, as everywhere in TFP, not a report).
 
   The message names ``name`` (the layer's solve), the iterations used, how many elements
   failed and their largest residual ``|f(x) - target|``. Eagerly the warning is a
@@ -151,6 +154,8 @@ def check_convergence(converged, num_iterations, residual, name, validate_args):
     return []
   converged = tf.convert_to_tensor(converged)
   failed = tf.logical_not(tf.broadcast_to(converged, tf.shape(residual)))
+  if where is not None:
+    failed = failed & tf.broadcast_to(where, tf.shape(residual))
   num_failed = tf.reduce_sum(tf.cast(failed, tf.int32))
   worst = tf.reduce_max(tf.where(failed, residual, tf.zeros_like(residual)))
   iterations = tf.reduce_max(num_iterations)
@@ -601,12 +606,15 @@ def monotone_root(objective_fn, target, low, high, *, position_tolerance=None,
 
     x0 = 0.5 * (low + high)
     width = high - low
-    state = (low, high, x0, tf.zeros(shape, tf.int32), tf.zeros(shape, tf.bool), width, width)
+    # Non-finite targets (NaN or inf inputs) are not iterated: their root is NaN.
+    finite = tf.math.is_finite(sg_target)
+    state = (low, high, x0, tf.zeros(shape, tf.int32), ~finite, width, width)
     # The first steps are unrolled: most elements converge in 3-4 Newton steps, and XLA fuses
     # unrolled element-wise steps into one kernel; the loop then finishes the stragglers.
     for _ in range(min(UNROLLED_ITERATIONS, max_iterations)):
       state = body(*state)
     _, _, root, num_iterations, converged, _, _ = tf.while_loop(cond, body, state)
+    converged = converged & finite
     deps = []
     if validate_args:
       deps.append(tf.debugging.assert_less_equal(
@@ -619,7 +627,7 @@ def monotone_root(objective_fn, target, low, high, *, position_tolerance=None,
       root, residual = _implicit_step(lambda x: elementwise_derivative(objective_fn, x),
                                       root, target)
     with tf.control_dependencies(check_convergence(converged, num_iterations, residual, name,
-                                                   validate_args)):
+                                                   validate_args, where=finite)):
       root = tf.identity(root)
     return RootResult(root, num_iterations, converged, residual)
 
@@ -693,7 +701,9 @@ def one_sided_newton(value_and_slope_fn, target, start, end, *, position_toleran
       stop = (valid & ((tf.abs(step) <= scale) | (predicted <= 0.1 * scale))) | at_floor
       return (tf.where(done, x, x_new), tf.where(done, iters, iters + 1), done | stop)
 
-    state = (start, tf.zeros(shape, tf.int32), tf.zeros(shape, tf.bool))
+    # Non-finite targets (NaN or inf inputs) are not iterated: their root is NaN.
+    finite = tf.math.is_finite(sg_target)
+    state = (start, tf.zeros(shape, tf.int32), ~finite)
     unrolled = min(ONE_SIDED_UNROLLED_ITERATIONS, max_iterations)
     for _ in range(unrolled):
       state = body(*state)
@@ -701,8 +711,9 @@ def one_sided_newton(value_and_slope_fn, target, start, end, *, position_toleran
       state = tf.while_loop(lambda x, iters, done: tf.reduce_any(~done), body, state,
                             maximum_iterations=max_iterations - unrolled)
     root, num_iterations, converged = state
+    converged = converged & finite
     root, residual = _implicit_step(lambda x: value_and_slope_fn(x)[:2], root, target)
     with tf.control_dependencies(check_convergence(converged, num_iterations, residual, name,
-                                                   validate_args)):
+                                                   validate_args, where=finite)):
       root = tf.identity(root)
     return RootResult(root, num_iterations, converged, residual)
