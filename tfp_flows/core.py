@@ -22,6 +22,8 @@ Everything else in the package imports from here (never the reverse). Contents:
 * the TF/TFP internals the package relies on, version-bounded (``SUPPORTED_VERSIONS``).
 """
 
+import os
+import sys
 import warnings
 
 import numpy as np
@@ -418,6 +420,19 @@ def initialize_once(flag, init_fn):
   return tf.cond(flag, lambda: tf.identity(flag), run_init)
 
 
+_LIBRARY_DIRS = tuple(os.path.dirname(m.__file__) + os.sep for m in (tf, tfp)) + (
+    os.path.dirname(os.path.abspath(__file__)) + os.sep,)
+
+
+def warn(message, category):
+  """``warnings.warn`` pointing at the first caller outside TF, TFP and tfp_flows."""
+  frame, level = sys._getframe(1), 2  # pylint: disable=protected-access
+  while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(
+      _LIBRARY_DIRS):
+    frame, level = frame.f_back, level + 1
+  warnings.warn(message, category, stacklevel=level)
+
+
 class DataInitWarning(UserWarning):
   """Data-dependent initialisation ran on a batch smaller than recommended."""
 
@@ -472,9 +487,8 @@ def data_init(flag, x, compute_fn, *, name, event_ndims, min_events=2,
     if bad:
       raise ValueError(f"{overflow} Non-finite: {bad}.")
     if recommended_events is not None and n < int(recommended_events):
-      warnings.warn(f"{prefix} from only {n} {what} (at least {int(recommended_events)} "
-                    "recommended): its statistics will be rough.", DataInitWarning,
-                    stacklevel=4)
+      warn(f"{prefix} from only {n} {what} (at least {int(recommended_events)} recommended): "
+           "its statistics will be rough.", DataInitWarning)
     for v, value in pairs:
       v.assign(value)
     flag.assign(True)

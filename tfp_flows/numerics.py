@@ -45,7 +45,6 @@ nor print, callers read the result's ``converged`` and ``residual`` fields.
 
 import collections
 import sys
-import warnings
 
 import numpy as np
 import tensorflow as tf
@@ -166,7 +165,7 @@ def check_convergence(converged, num_iterations, residual, name, validate_args, 
               "increase max_iterations or the tolerance, or check the input is in range.")
       if validate_args:
         raise tf.errors.InvalidArgumentError(None, None, text)
-      warnings.warn(text, ConvergenceWarning, stacklevel=3)
+      core.warn(text, ConvergenceWarning)
     return []
   all_converged = tf.equal(num_failed, 0)
   if validate_args:
