@@ -95,7 +95,9 @@ def _planar_boundary(activation, depth, d=3):
   def make(dtype):
     w = np.array([1.0, -0.5, 0.3][:d])
     u = -depth * w / np.sum(w**2) + np.array([0.5, 1.0, 0.0][:d])  # wᵀu = -depth
-    return tff.bijectors.Planar(d, activation=activation, u=u, w=w, b=0.1, dtype=dtype)
+    return tff.bijectors.Planar(d, activation=activation, u=tf.Variable(u, dtype=dtype),
+                                w=tf.Variable(w, dtype=dtype), b=tf.Variable(0.1, dtype=dtype),
+                                dtype=dtype)
   return make
 
 
@@ -114,7 +116,8 @@ REGISTRY += [
          sample=_batch_inputs(3)),
     Case("planar_stack_3d", lambda dt: tff.flows.planar([3], num_layers=2, dtype=dt), (3,)),
     Case("radial_boundary_2d",
-         lambda dt: tff.bijectors.Radial(2, alpha_raw=1., beta_raw=-30., dtype=dt, seed=5),
+         lambda dt: tff.bijectors.Radial(2, alpha_raw=tf.Variable(1., dtype=dt),
+                                         beta_raw=tf.Variable(-30., dtype=dt), dtype=dt, seed=5),
          (2,), scale=0.05),
     Case("radial_stack_3d", lambda dt: tff.flows.radial([3], num_layers=2, dtype=dt), (3,)),
 ]
@@ -205,3 +208,15 @@ def test_rejects_inputs_of_another_dtype(case):
       call(x64)
   with pytest.raises((TypeError, ValueError), match="int"):
     bijector.forward(x64.astype(np.int32))
+
+
+# Batches of flows from tensor-shaped parameters (TFP's batch-shape rules; slicing and
+# dist[i] are checked in tests/test_conventions.py).
+REGISTRY += [
+    Case("scaling_batch_2d",
+         lambda dt: tff.bijectors.Scaling([2], log_scale=tf.Variable(tf.zeros([3, 2], dt)),
+                                          dtype=dt),
+         (2,), batch=4, sample=_batch_inputs(3)),
+    Case("radial_batch_2d", lambda dt: tff.bijectors.Radial(2, batch_shape=[3], dtype=dt, seed=4),
+         (2,), batch=4, sample=_batch_inputs(3)),
+]

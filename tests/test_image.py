@@ -324,3 +324,20 @@ def test_digits():
   assert not np.array_equal(tff.datasets.digits(seed=1)[1], x_test)
   _, y_train, _, y_test = tff.datasets.digits(return_labels=True)
   assert len(y_train) == len(x_train) and set(np.unique(y_test)) <= set(range(10))
+
+
+def test_squeeze_event_shape_methods_keep_leading_batch_dims():
+  sq = tff.bijectors.Squeeze(dtype=tf.float64)
+  x = tf.zeros([5, 3, 4, 4, 2], tf.float64)
+  y = sq.forward(x)
+  assert sq.forward_event_shape(x.shape) == y.shape == [5, 3, 2, 2, 8]
+  assert sq.inverse_event_shape(y.shape) == x.shape
+  assert sq.forward_event_shape([4, 4, 2]) == [2, 2, 8]
+  np.testing.assert_array_equal(sq.forward_event_shape_tensor(tf.shape(x)), y.shape)
+  np.testing.assert_array_equal(sq.inverse_event_shape_tensor(tf.shape(y)), x.shape)
+  np.testing.assert_array_equal(sq.inverse_event_shape_tensor([2, 2, 8]), [4, 4, 2])
+  assert sq.forward_event_shape([None, 4, None, 2]).as_list() == [None, 2, None, 8]
+  with pytest.raises(ValueError, match="multiples of the factor"):
+    sq.forward_event_shape([5, 3, 4, 2])
+  with pytest.raises(ValueError, match="H, W, C"):
+    sq.forward_event_shape([4, 2])

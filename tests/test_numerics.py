@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import tfp_flows as tff
 from tfp_flows import numerics
 from tfp_flows.bijectors.planar import Planar
 
@@ -480,3 +481,67 @@ def test_one_sided_newton_reports_a_violated_bracket_instead_of_a_wrong_root():
   assert not capped.converged.numpy().all()
   with pytest.raises(ValueError, match="max_iterations"):
     numerics.one_sided_newton(fn, target, target, target, max_iterations=0)
+
+
+# --- convergence reports and attainable tolerances -------------------------------------------
+
+
+def _capped_planar(**kwargs):
+  return tff.bijectors.Planar(2, u=[2., -1.], w=[1., 0.5], b=0.2, max_iterations=1,
+                              tolerance=1e-6, name="my_planar", **kwargs)
+
+
+def test_non_convergence_warns_naming_the_layer_iterations_and_residual():
+  y = tf.constant(np.random.default_rng(4).normal(size=(50, 2)) * 3., tf.float32)
+  with pytest.warns(numerics.ConvergenceWarning,
+                    match=r"my_planar_tanh_inverse: \d+ of 50 elements did not converge in 1 "
+                          r"iterations \(largest residual [0-9.e+-]+\)"):
+    _capped_planar().inverse(y)
+
+
+def test_non_convergence_inside_tf_function_is_printed(capfd):
+  y = tf.constant(np.random.default_rng(4).normal(size=(50, 2)) * 3., tf.float32)
+  tf.function(_capped_planar().inverse)(y)
+  err = capfd.readouterr().err
+  assert "my_planar_tanh_inverse did not converge" in err and "largest residual" in err
+
+
+def test_non_convergence_with_validate_args_raises_with_the_figures():
+  y = tf.constant(np.random.default_rng(4).normal(size=(50, 2)) * 3., tf.float32)
+  bij = _capped_planar(validate_args=True)
+  with pytest.raises(tf.errors.InvalidArgumentError, match="my_planar.*residual"):
+    bij.inverse(y)
+  with pytest.raises(tf.errors.InvalidArgumentError, match="my_planar_tanh_inverse did not"):
+    tf.function(bij.inverse)(tf.identity(y))
+
+
+def test_monotone_root_does_not_bounce_between_the_bracket_ends():
+  """Newton inside the bracket can alternate between its ends while it shrinks by a sliver
+  per step (a steep component in a logistic mixture); bisection must take over."""
+  loc = tf.constant([[0.507, -3.443, -0.071, -0.725, -0.295, 0.273, -1.133, 1.302]], tf.float64)
+  scale = tf.constant([[0.661, 0.526, 0.354, 0.564, 0.0227, 0.730, 0.138, 0.0705]], tf.float64)
+  log_w = tf.math.log(tf.constant([[0.117, 0.057, 0.188, 0.059, 0.074, 0.338, 0.124, 0.043]],
+                                  tf.float64))
+  log_w -= tf.reduce_logsumexp(log_w, -1, keepdims=True)
+
+  def logit_cdf(u):
+    log_cdf, log_sf, _ = numerics.logistic_mixture_log_cdf(u, loc, scale, log_w)
+    return log_cdf - log_sf
+
+  target = tf.constant(np.linspace(-0.4, 0.1, 41)[:, None])
+  res = numerics.monotone_root(logit_cdf, target, -3.5 * tf.ones_like(target),
+                               1.3 * tf.ones_like(target))
+  assert np.all(res.converged) and int(np.max(res.num_iterations)) <= 40
+  np.testing.assert_allclose(logit_cdf(res.root), target, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [tf.float32, tf.float64])
+def test_tolerances_below_the_dtype_precision_are_met_at_that_precision(dtype):
+  assert tff.core.attainable_tolerance(1e-30, dtype) == 4 * np.finfo(dtype.as_numpy_dtype).eps
+  assert tff.core.attainable_tolerance(None, dtype) == numerics.default_tolerance(dtype)
+  target = tf.constant(np.linspace(-30., 30., 201), dtype)
+  fn = lambda x: x + 0.5 * tf.sin(x) + x**3 / 100.
+  res = numerics.monotone_root(fn, target, target - 40., target + 40., position_tolerance=1e-30)
+  assert np.all(res.converged)
+  np.testing.assert_allclose(fn(res.root), target, rtol=10 * np.finfo(dtype.as_numpy_dtype).eps,
+                             atol=10 * np.finfo(dtype.as_numpy_dtype).eps)

@@ -96,7 +96,8 @@ def test_zero_w_is_a_translation_without_nan(activation):
 
 def test_tanh_inverse_gradients_match_finite_differences():
   rng = np.random.default_rng(3)
-  bij = Planar(3, u=rng.normal(size=3), w=rng.normal(size=3), b=0.3, dtype=tf.float64)
+  bij = Planar(3, u=tf.Variable(rng.normal(size=3)), w=tf.Variable(rng.normal(size=3)),
+               b=tf.Variable(0.3, dtype=tf.float64), dtype=tf.float64)
   y0 = rng.normal(size=(5, 3))
   g = tf.constant(rng.normal(size=(5, 3)))
 
@@ -284,3 +285,66 @@ def test_examples_smoke(tmp_path):
       ["--steps", "30", "--layers", "2", "--grid", "40", "--out", str(tmp_path / "density")])
   assert (tmp_path / "density" / "density.png").exists()
   assert np.isfinite(density["test_nll"]) and density["non_finite_test_log_probs"] == 0
+
+
+@pytest.mark.parametrize("norm", [1e19, 1e20, 1e30, 1e37])
+def test_radial_is_finite_and_exact_for_huge_finite_inputs(norm):
+  """‖x - z0‖² overflows float32 above ~1.8e19; the map, its inverse and log-det must not."""
+  z0, alpha_raw, beta_raw = [0.3, -0.2], 0.4, -0.7
+  b32 = Radial(2, z0=z0, alpha_raw=alpha_raw, beta_raw=beta_raw)
+  b64 = Radial(2, z0=z0, alpha_raw=alpha_raw, beta_raw=beta_raw, dtype=tf.float64)
+  x = np.array([[0.6, -0.8], [-1., 0.], [0.7071, 0.7071]]) * norm
+  y32 = b32.forward(tf.constant(x, tf.float32))
+  y64 = b64.forward(tf.constant(x))
+  np.testing.assert_allclose(y32, y64, rtol=1e-6, atol=1e-30)
+  np.testing.assert_allclose(b32.inverse(_fresh(y32)), x, rtol=1e-6, atol=1e-30)
+  for ldj32, ldj64 in ((b32.forward_log_det_jacobian(tf.constant(x, tf.float32), 1),
+                        b64.forward_log_det_jacobian(tf.constant(x), 1)),
+                       (b32.inverse_log_det_jacobian(_fresh(y32), 1),
+                        b64.inverse_log_det_jacobian(tf.constant(np.array(y64)), 1))):
+    assert np.all(np.isfinite(ldj32))
+    np.testing.assert_allclose(ldj32, ldj64, atol=1e-6)
+
+
+def test_planar_with_huge_or_tiny_w_gives_finite_values():
+  """û is built without ‖w‖² (which overflows or underflows): no inf/NaN for any w."""
+  for scale in (1e-30, 1e25):
+    w = np.array([1., -0.5]) * scale
+    bij = Planar(2, u=[0.7, 0.3], w=w, b=0.1)
+    _, w_eff, _, wtu_hat, _, ok = bij.constrained_parameters()
+    assert np.all(np.isfinite(bij.constrained_parameters()[0]))
+    if bool(ok):
+      assert float(wtu_hat) > -1.
+    x = tf.constant(np.random.default_rng(8).normal(size=(16, 2)), tf.float32)
+    y = bij.forward(x)
+    assert np.all(np.isfinite(y)) and np.all(np.isfinite(bij.forward_log_det_jacobian(x, 1)))
+
+
+def test_tanh_inverse_with_a_tolerance_below_float32_precision_converges_quickly():
+  """A tolerance finer than the dtype resolves is met at the dtype's precision (4 ulp)."""
+  rng = np.random.default_rng(0)
+  bij = Planar(2, u=rng.normal(0, 3, (64, 2)), w=rng.normal(0, 3, (64, 2)),
+               b=rng.normal(0, 1, 64), tolerance=1e-12)
+  y = tf.constant(rng.normal(0, 5, (50, 64, 2)), tf.float32)
+  z, info = bij.solve_inverse(y)
+  assert np.all(info.converged) and int(np.max(info.num_iterations)) < 20
+  np.testing.assert_allclose(bij.forward(_fresh(z)), y, rtol=1e-5, atol=1e-4)
+
+
+def test_amortized_vae_example_gradients_reach_the_encoder_through_planar_parameters():
+  vae_module = _load_example("amortized_vae")
+  model = vae_module.AmortizedPlanarVAE(16, latent_dim=3, hidden=8, num_flows=2,
+                                        dtype="float64", seed=0)
+  x = tf.constant((np.random.default_rng(9).uniform(size=(6, 16)) < 0.5).astype(np.float64))
+  kernel = model.encoder.layers[-1].kernel
+  with tf.GradientTape() as tape:
+    elbo, iwae = model.bounds(x, 4, tf.constant([1, 2]))
+    loss = -tf.reduce_mean(elbo)
+  assert elbo.shape == [6] and iwae.shape == [6]
+  assert np.all(iwae.numpy() >= elbo.numpy() - 1e-9)  # IWAE bound is tighter
+  grad = tape.gradient(loss, kernel)
+  # Columns 2d.. of the last encoder layer produce only the planar u, w, b: their gradient
+  # can come only through the planar layers.
+  flow_columns = grad.numpy()[:, 2 * 3:]
+  assert flow_columns.shape[1] == 2 * (2 * 3 + 1)
+  assert np.all(np.isfinite(flow_columns)) and np.max(np.abs(flow_columns)) > 1e-6

@@ -35,13 +35,24 @@ its TensorFlow/TFP counterpart (``benchmarks/bench_special.py``: accuracy agains
 whole range, gradients, XLA compile and run time); those kept here carry the figure in their
 docstring. ``erfcx``, ``log_sigmoid`` and ``log_normal_pdf`` are TFP's / TensorFlow's.
 
-Tolerances
-----------
-``default_tolerance(dtype)`` is the position tolerance used when none is given:
-``1e-6`` for float32 and ``1e-12`` for float64, relative to ``1 + |x|``.
+Tolerances and convergence reports
+----------------------------------
+``default_tolerance(dtype)`` (``tfp_flows.core``) is the position tolerance used when none is
+given: ``1e-6`` for float32 and ``1e-12`` for float64, relative to ``1 + |x|``. A tolerance
+below what the dtype resolves is raised to 4 machine epsilons (``core.attainable_tolerance``),
+and an element whose residual ``|f(x) - target|`` is at the rounding floor of the target
+(``4 eps |target|``) or exactly 0 counts as converged: "converged" means as close as the
+working dtype allows, never a demand it cannot meet.
+
+Non-convergence is never silent (``check_convergence``): with ``validate_args=True`` it raises
+``InvalidArgumentError``; otherwise it emits a ``ConvergenceWarning`` (eager) or prints the
+same message to stderr (``tf.function``), naming the solve (the layer), the iteration cap,
+the number of failed elements and the largest residual. Under XLA, which can neither assert
+nor print, callers read the result's ``converged`` and ``residual`` fields.
 """
 
 import collections
+import sys
 
 import numpy as np
 import tensorflow as tf
@@ -57,6 +68,9 @@ __all__ = [
     "attach_implicit_gradient",
     "elementwise_derivative",
     "assert_converged",
+    "check_convergence",
+    "ConvergenceWarning",
+    "DEFAULT_MAX_ITERATIONS",
     "log_sigmoid",
     "log1mexp",
     "x_minus_tanh",
@@ -79,16 +93,12 @@ Fields:
   residual: |f(root) - target|, a tensor shaped like ``root``.
 """
 
-_DEFAULT_TOL = {tf.float16: 1e-3, tf.bfloat16: 1e-2, tf.float32: 1e-6, tf.float64: 1e-12}
-DEFAULT_MAX_ITERATIONS = 100
+DEFAULT_MAX_ITERATIONS = core.DEFAULT_MAX_ITERATIONS
+default_tolerance = core.default_tolerance
 
 
-def default_tolerance(dtype):
-  """Default relative position tolerance for iterative inverses of this dtype."""
-  dtype = tf.as_dtype(dtype)
-  if dtype not in _DEFAULT_TOL:
-    raise TypeError(f"Iterative solvers need a floating dtype, got {dtype.name}.")
-  return _DEFAULT_TOL[dtype]
+class ConvergenceWarning(RuntimeWarning):
+  """An iterative solve stopped at its iteration cap before meeting its tolerance."""
 
 
 def elementwise_derivative(fn, x):
@@ -122,7 +132,7 @@ def assert_converged(converged, what, validate_args):
 
   Returns a list of control dependencies (empty when ``validate_args`` is False). Under XLA
   (``jit_compile=True``) assertions are compiled away by TensorFlow, so use eager or plain
-  ``tf.function`` to validate.
+  ``tf.function`` to validate. ``check_convergence`` also reports without ``validate_args``.
   """
   if not validate_args:
     return []
@@ -130,6 +140,55 @@ def assert_converged(converged, what, validate_args):
       tf.reduce_all(converged), True,
       message=f"{what} did not converge within the iteration cap; increase "
               "max_iterations or the tolerance, or check the input is in range.")]
+
+
+def check_convergence(converged, num_iterations, residual, name, validate_args, where=None):
+  """Reports a solve that stopped at its cap: an error with ``validate_args``, else a warning.
+
+  ``where``: optional bool mask of the elements to report on (the solvers pass "the target
+  is finite": a NaN or inf input gives a NaN output, as everywhere in TFP, not a report).
+
+  The message names ``name`` (the layer's solve), the iterations used, how many elements
+  failed and their largest residual ``|f(x) - target|``. Eagerly the warning is a
+  ``ConvergenceWarning``; in ``tf.function`` it is printed to stderr when it happens; under
+  XLA nothing can be reported at run time (read ``converged``/``residual`` of the result).
+
+  Returns:
+    A list of control dependencies for the solution.
+  """
+  message = (f"{name} did not converge within the iteration cap; increase max_iterations or "
+             "the tolerance, or check the input is in range.")
+  if core.in_xla_context():
+    return []
+  converged = tf.convert_to_tensor(converged)
+  failed = tf.logical_not(tf.broadcast_to(converged, tf.shape(residual)))
+  if where is not None:
+    failed = failed & tf.broadcast_to(where, tf.shape(residual))
+  num_failed = tf.reduce_sum(tf.cast(failed, tf.int32))
+  worst = tf.reduce_max(tf.where(failed, residual, tf.zeros_like(residual)))
+  iterations = tf.reduce_max(num_iterations)
+  if tf.executing_eagerly():
+    if int(num_failed):
+      text = (f"{name}: {int(num_failed)} of {int(tf.size(failed))} elements did not converge "
+              f"in {int(iterations)} iterations (largest residual {float(worst):.3g}); "
+              "increase max_iterations or the tolerance, or check the input is in range.")
+      if validate_args:
+        raise tf.errors.InvalidArgumentError(None, None, text)
+      core.warn(text, ConvergenceWarning)
+    return []
+  all_converged = tf.equal(num_failed, 0)
+  if validate_args:
+    return [tf.debugging.Assert(all_converged, [
+        message, "failed elements:", num_failed, "iterations:", iterations,
+        "largest residual:", worst])]
+
+  def report():
+    print_op = tf.print("WARNING:", message, "failed elements:", num_failed, "iterations:",
+                        iterations, "largest residual:", worst, output_stream=sys.stderr)
+    with tf.control_dependencies([print_op]):
+      return tf.identity(all_converged)
+
+  return [tf.cond(all_converged, lambda: tf.identity(all_converged), report)]
 
 
 # log(sigmoid(x)), finite for every finite x: TensorFlow's own (benchmarks/bench_special.py:
@@ -494,7 +553,7 @@ def _solver_inputs(target, bounds, position_tolerance):
   shape = tf.shape(target)
   bounds = [tf.stop_gradient(tf.broadcast_to(tf.convert_to_tensor(b, target.dtype), shape))
             for b in bounds]
-  tol = position_tolerance if position_tolerance is not None else default_tolerance(target.dtype)
+  tol = core.attainable_tolerance(position_tolerance, target.dtype)
   return target, tf.stop_gradient(target), shape, bounds, tol
 
 
@@ -507,11 +566,15 @@ def monotone_root(objective_fn, target, low, high, *, position_tolerance=None,
   the element-wise objective may close over variables (gradients flow to them through the
   implicit step, see the module docstring). Safeguarded Newton: each step is Newton's (the
   derivative from autodiff of ``objective_fn``) when it stays inside the shrinking bracket,
-  else bisection, so it converges for any increasing objective. An element stops when its
-  Newton/bisection step or its bracket is below ``position_tolerance * (1 + |x|)``
-  (``default_tolerance(dtype)`` if None) or its residual is exactly 0; a Newton step below
-  that tolerance is accepted even where rounding puts it on the bracket's edge. ``converged``
-  is False where ``max_iterations`` was reached first.
+  else bisection, so it converges for any increasing objective; a Newton step longer than half
+  the step before last is replaced by bisection too (Numerical Recipes' ``rtsafe`` rule), so
+  Newton cannot bounce between the ends of a slowly shrinking bracket. An element stops when
+  its Newton/bisection step or its bracket is below ``position_tolerance * (1 + |x|)``
+  (``default_tolerance(dtype)`` if None, never below 4 ulp: ``core.attainable_tolerance``) or
+  its residual is at the rounding floor of the target (``4 eps |target|``, 0 included); a
+  Newton step below that tolerance is accepted even where rounding puts it on the bracket's
+  edge. ``converged`` is False where ``max_iterations`` was reached first, and that is
+  reported (``check_convergence``: a warning, or an error with ``validate_args``).
 
   Returns:
     ``RootResult`` (root with implicit gradients, per-element iterations, converged, residual).
@@ -525,7 +588,9 @@ def monotone_root(objective_fn, target, low, high, *, position_tolerance=None,
       value, slope = elementwise_derivative(objective_fn, x)
       return tf.stop_gradient(value) - sg_target, tf.stop_gradient(slope)
 
-    def body(lo, hi, x, iters, done):
+    eps = tf.constant(np.finfo(dtype.as_numpy_dtype).eps, dtype)
+
+    def body(lo, hi, x, iters, done, last_step, step_before):
       r, slope = residual_and_slope(x)
       new_lo = tf.where(r < 0., x, lo)
       new_hi = tf.where(r > 0., x, hi)
@@ -535,26 +600,38 @@ def monotone_root(objective_fn, target, low, high, *, position_tolerance=None,
       # A Newton step below the tolerance is converged even where rounding puts it on (or an
       # ulp past) the bracket's edge; rejecting it would restart from a bisection step.
       small = valid & (tf.abs(newton - x) <= scale)
-      inside = valid & (((newton > new_lo) & (newton < new_hi)) | small)
+      # Newton is taken inside the bracket only while it converges: a step longer than half
+      # the step before last (Newton creeping along a steep, nearly flat-then-steep objective)
+      # becomes a bisection step, so the bracket at least halves every two iterations.
+      fast = tf.abs(newton - x) <= 0.5 * step_before
+      inside = valid & ((((newton > new_lo) & (newton < new_hi)) & fast) | small)
       x_new = tf.where(inside, newton, 0.5 * (new_lo + new_hi))
-      x_new = tf.where(tf.equal(r, 0.), x, x_new)
-      stop = small | (tf.abs(x_new - x) <= scale) | (new_hi - new_lo <= scale) | tf.equal(r, 0.)
+      # Converged: the step or the bracket is within the tolerance, or the residual is at the
+      # rounding floor of the target (4 eps |target|; exactly 0 included).
+      at_floor = tf.abs(r) <= 4. * eps * tf.abs(sg_target)
+      x_new = tf.where(at_floor, x, x_new)
+      stop = small | (tf.abs(x_new - x) <= scale) | (new_hi - new_lo <= scale) | at_floor
       active = ~done & (iters < max_iterations)
       return (tf.where(active, new_lo, lo), tf.where(active, new_hi, hi),
               tf.where(active, x_new, x), tf.where(active, iters + 1, iters),
-              done | (active & stop))
+              done | (active & stop), tf.where(active, tf.abs(x_new - x), last_step),
+              tf.where(active, last_step, step_before))
 
-    def cond(lo, hi, x, iters, done):
+    def cond(lo, hi, x, iters, done, last_step, step_before):
       return tf.reduce_any(~done & (iters < max_iterations))
 
     x0 = 0.5 * (low + high)
-    state = (low, high, x0, tf.zeros(shape, tf.int32), tf.zeros(shape, tf.bool))
+    width = high - low
+    # Non-finite targets (NaN or inf inputs) are not iterated: their root is NaN.
+    finite = tf.math.is_finite(sg_target)
+    state = (low, high, x0, tf.zeros(shape, tf.int32), ~finite, width, width)
     # The first steps are unrolled: most elements converge in 3-4 Newton steps, and XLA fuses
     # unrolled element-wise steps into one kernel; the loop then finishes the stragglers.
     for _ in range(min(UNROLLED_ITERATIONS, max_iterations)):
       state = body(*state)
-    _, _, root, num_iterations, converged = tf.while_loop(cond, body, state)
-    deps = assert_converged(converged, name, validate_args)
+    _, _, root, num_iterations, converged, _, _ = tf.while_loop(cond, body, state)
+    converged = converged & finite
+    deps = []
     if validate_args:
       deps.append(tf.debugging.assert_less_equal(
           residual_and_slope(low)[0], tf.zeros([], dtype),
@@ -565,6 +642,9 @@ def monotone_root(objective_fn, target, low, high, *, position_tolerance=None,
     with tf.control_dependencies(deps):
       root, residual = _implicit_step(lambda x: elementwise_derivative(objective_fn, x),
                                       root, target)
+    with tf.control_dependencies(check_convergence(converged, num_iterations, residual, name,
+                                                   validate_args, where=finite)):
+      root = tf.identity(root)
     return RootResult(root, num_iterations, converged, residual)
 
 
@@ -589,12 +669,14 @@ def one_sided_newton(value_and_slope_fn, target, start, end, *, position_toleran
   at ``start`` (``f`` convex there with ``f(start) >= target``, or concave with
   ``f(start) <= target``). Then the iterates converge monotonically, quadratically near a
   simple root. Every step is clipped into the initial bracket (rounding cannot leave it). With
-  ``tol = position_tolerance * (1 + |x|)`` (``default_tolerance(dtype)`` if None), an element
-  stops once its *unclipped* Newton step ``δ = (f(x) - target) / f'(x)`` satisfies
-  ``|δ| <= tol``, or once Newton's error estimate after the step, ``|f''| δ² / (2 f')``, is
-  below ``tol / 10`` (this saves the step that would only confirm convergence). A clipped step
-  never counts as convergence, so a violated requirement shows as ``converged == False`` (and
-  raises with ``validate_args``) instead of a silent wrong root. The first
+  ``tol = position_tolerance * (1 + |x|)`` (``default_tolerance(dtype)`` if None, never below
+  4 ulp: ``core.attainable_tolerance``), an element stops once its *unclipped* Newton step
+  ``δ = (f(x) - target) / f'(x)`` satisfies ``|δ| <= tol``, once Newton's error estimate
+  after the step, ``|f''| δ² / (2 f')``, is below ``tol / 10`` (this saves the step that would
+  only confirm convergence), or once its residual is at the rounding floor of the target
+  (``4 eps |target|``). A clipped step never counts as convergence, so a violated requirement
+  shows as ``converged == False`` (reported by ``check_convergence``: a warning, or an error
+  with ``validate_args``) instead of a silent wrong root. The first
   ``ONE_SIDED_UNROLLED_ITERATIONS`` steps are unrolled (XLA fuses them); a ``tf.while_loop``
   runs the rest, at most ``max_iterations`` in all. One more Newton step, differentiable,
   attaches the implicit-function gradients (module docstring).
@@ -616,6 +698,8 @@ def one_sided_newton(value_and_slope_fn, target, start, end, *, position_toleran
     max_iterations = int(max_iterations)
     if max_iterations < 1:
       raise ValueError(f"{name}: max_iterations must be >= 1, got {max_iterations}.")
+    floor = 4. * tf.constant(np.finfo(target.dtype.as_numpy_dtype).eps, target.dtype) * tf.abs(
+        sg_target)
 
     def body(x, iters, done):
       value, slope, curvature = value_and_slope_fn(x)
@@ -628,10 +712,14 @@ def one_sided_newton(value_and_slope_fn, target, start, end, *, position_toleran
       scale = tol * (1. + tf.abs(x))
       # Newton's error after this step is about |f''| / (2 f') step^2.
       predicted = 0.5 * tf.abs(curvature) / safe_slope * tf.square(step)
-      stop = valid & ((tf.abs(step) <= scale) | (predicted <= 0.1 * scale))
+      at_floor = tf.abs(r) <= floor  # f(x) == target up to the rounding of the target
+      x_new = tf.where(at_floor, x, x_new)
+      stop = (valid & ((tf.abs(step) <= scale) | (predicted <= 0.1 * scale))) | at_floor
       return (tf.where(done, x, x_new), tf.where(done, iters, iters + 1), done | stop)
 
-    state = (start, tf.zeros(shape, tf.int32), tf.zeros(shape, tf.bool))
+    # Non-finite targets (NaN or inf inputs) are not iterated: their root is NaN.
+    finite = tf.math.is_finite(sg_target)
+    state = (start, tf.zeros(shape, tf.int32), ~finite)
     unrolled = min(ONE_SIDED_UNROLLED_ITERATIONS, max_iterations)
     for _ in range(unrolled):
       state = body(*state)
@@ -639,7 +727,9 @@ def one_sided_newton(value_and_slope_fn, target, start, end, *, position_toleran
       state = tf.while_loop(lambda x, iters, done: tf.reduce_any(~done), body, state,
                             maximum_iterations=max_iterations - unrolled)
     root, num_iterations, converged = state
-    deps = assert_converged(converged, name, validate_args)
-    with tf.control_dependencies(deps):
-      root, residual = _implicit_step(lambda x: value_and_slope_fn(x)[:2], root, target)
+    converged = converged & finite
+    root, residual = _implicit_step(lambda x: value_and_slope_fn(x)[:2], root, target)
+    with tf.control_dependencies(check_convergence(converged, num_iterations, residual, name,
+                                                   validate_args, where=finite)):
+      root = tf.identity(root)
     return RootResult(root, num_iterations, converged, residual)

@@ -21,16 +21,37 @@ Checks (each failure raises ``AssertionError`` naming the check and the error si
    ``log_prob`` (the inverse direction, used for maximum likelihood);
 7. for events of 1 or 2 dimensions: the density of ``TransformedDistribution(N(0, I), bijector)``
    integrates to 1 by quadrature on a grid.
+
+``assert_tfp_conventions(bij, x)`` checks what TFP users rely on beyond the math (each failure
+raises ``AssertionError`` naming the convention):
+
+1. ``parameters`` are the constructor's arguments: ``type(b)(**b.parameters)`` and ``b.copy()``
+   give the same map with the very same variables (none created, none re-initialised), and
+   compare equal (and hash equal) to ``b``;
+2. batch shapes: a ``TransformedDistribution`` over the bijector reports the batch shape its
+   ``log_prob`` returns, at the minimal event rank and with one more event dim (TFP's rule:
+   trailing batch dims of the parameters then join the event);
+3. ``forward_event_shape``/``inverse_event_shape`` (static and ``_tensor``) with leading
+   sample and batch dims agree with the shapes ``forward``/``inverse`` return;
+4. with the static event shape unknown (``tf.function`` with ``None`` dims), an input whose
+   last event dim is one too large is an error, never a silently truncated result;
+5. every parameter held as a ``tf.Variable`` (``_parameter_properties``) can be passed as a
+   tensor instead: the same values, gradients reaching the tensor equal to those reaching the
+   variable (also through iterative inverses), and building the bijector from tensors inside
+   ``tf.function`` works on every trace;
+6. with a non-empty batch shape: ``b[i]`` and ``dist[i]`` are the i-th flow of the batch.
 """
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from tfp_flows import core
+
 tfd = tfp.distributions
 
-__all__ = ["assert_bijector_contract", "randomize_variables", "autodiff_log_det",
-           "integrate_density"]
+__all__ = ["assert_bijector_contract", "assert_tfp_conventions", "randomize_variables",
+           "autodiff_log_det", "integrate_density"]
 
 _TOL = {
     # check: (float32, float64) absolute tolerances, applied with a relative term of the same size.
@@ -275,3 +296,235 @@ def _check_density(bijector, event_shape, out_event_shape, dtype, num_points, to
   if not abs(total - 1.) <= tol:
     raise AssertionError(f"[{name}] density integrates to {total:.5f}, not 1 (tol {tol})")
   return abs(total - 1.)
+
+
+# ------------------------------------------------------------------ TFP conventions
+
+
+def _variable_ids(module):
+  return {id(v) for v in getattr(module, "variables", ())}
+
+
+def _standard_normal(event_shape, dtype):
+  return tfd.Sample(tfd.Normal(tf.constant(0., dtype), tf.constant(1., dtype)),
+                    sample_shape=list(event_shape))
+
+
+def _parts_with_inputs(bijector, x, kw):
+  """``[(part, its forward input)]``: the bijector, and through ``tfb.Chain``s every part."""
+  out = [(bijector, x)]
+  if isinstance(bijector, core.CHAIN_TYPES) and not kw:
+    t = x
+    for part in reversed(bijector.bijectors):  # a Chain applies its last part first
+      out += _parts_with_inputs(part, t, kw)
+      t = part.forward(_fresh(t))
+  return out
+
+
+def _same_map(a, b, x, y, tol, check, name):
+  _assert_close(b.forward(_fresh(x)), a.forward(_fresh(x)), tol, f"{check}: forward", name)
+  _assert_close(b.inverse(_fresh(y)), a.inverse(_fresh(y)), tol, f"{check}: inverse", name)
+
+
+def _check_rebuilt(bijector, rebuilt, x, y, tol, check, name):
+  before = _variable_ids(bijector)
+  if _variable_ids(rebuilt) != before:
+    raise AssertionError(f"[{name}] {check} holds other variables than the original (created "
+                         "or re-initialised instead of shared)")
+  _same_map(bijector, rebuilt, x, y, tol, check, name)
+  if not rebuilt == bijector:  # pylint: disable=g-comparison-negation
+    raise AssertionError(f"[{name}] {check} does not compare equal to the original")
+  if hash(rebuilt) != hash(bijector):
+    raise AssertionError(f"[{name}] {check} has another hash than the original")
+
+
+def _check_batch_shapes(bijector, event_shape, dtype, kw, name):
+  """TransformedDistribution batch shape == the batch part of its log_prob's shape."""
+  if kw:
+    return
+  nd = len(event_shape)
+  for extra in (0, 1):
+    if extra and not event_shape:
+      continue
+    base_event = list(event_shape) if not extra else [2] + list(event_shape)
+    # The extra event dim must broadcast against the parameters: use their trailing batch dim.
+    batch = bijector.experimental_batch_shape(x_event_ndims=nd)
+    if extra and batch.rank:
+      base_event = [int(batch[-1]) if batch[-1] is not None else 2] + list(event_shape)
+    dist = tfd.TransformedDistribution(_standard_normal(base_event, dtype), bijector)
+    reported = dist.batch_shape
+    sample = dist.sample(3, seed=(3, 4))
+    log_prob = dist.log_prob(_fresh(sample))
+    if tuple(log_prob.shape) != (3,) + tuple(reported):
+      raise AssertionError(
+          f"[{name}] batch shape at {nd + extra} event dims: the distribution reports "
+          f"{reported} but log_prob of 3 samples has shape {log_prob.shape}")
+
+
+def _check_event_shape_methods(bijector, x, y, name):
+  checks = (("forward_event_shape", bijector.forward_event_shape, x, y),
+            ("inverse_event_shape", bijector.inverse_event_shape, y, x))
+  for what, method, t_in, t_out in checks:
+    got = method(t_in.shape)
+    if not got.is_compatible_with(t_out.shape) or got.rank != t_out.shape.rank:
+      raise AssertionError(f"[{name}] {what}({t_in.shape.as_list()}) = {got}, but the "
+                           f"transform returns shape {t_out.shape.as_list()}")
+    tensor_method = getattr(bijector, what + "_tensor")
+    got_t = np.asarray(tensor_method(tf.shape(t_in)))
+    if list(got_t) != t_out.shape.as_list():
+      raise AssertionError(f"[{name}] {what}_tensor({t_in.shape.as_list()}) = {list(got_t)}, "
+                           f"but the transform returns shape {t_out.shape.as_list()}")
+
+
+def _check_unknown_static_shape(bijector, x, event_ndims, kw, name):
+  """A wrong event size behind None dims is an error, never a (truncated) result."""
+  rank = x.shape.rank
+  spec = tf.TensorSpec([None] * rank, x.dtype)
+  shape = x.shape.as_list()
+  wrong = np.zeros(shape[:-1] + [shape[-1] + 1], x.dtype.as_numpy_dtype)
+  for what in ("forward", "inverse"):
+    fn = tf.function(lambda t, what=what: getattr(bijector, what)(t, **kw),
+                     input_signature=[spec])
+    try:
+      out = fn(tf.constant(wrong))
+    except (ValueError, TypeError, tf.errors.InvalidArgumentError):
+      continue
+    raise AssertionError(f"[{name}] {what} of an input with event shape "
+                         f"{wrong.shape[rank - event_ndims:]} behind an unknown static shape "
+                         f"returned shape {out.shape.as_list()} instead of an error")
+
+
+def _tensor_parameter_cases(bijector, x, kw):
+  """(part, its input, names of its parameters held as tf.Variables), tfp_flows parts only."""
+  cases, seen = [], set()
+  for leaf, x_leaf in _parts_with_inputs(bijector, x, kw):
+    # Stacks of one family: the first layer of each type stands for the others.
+    if not type(leaf).__module__.startswith("tfp_flows") or type(leaf) in seen:
+      continue
+    params = leaf.parameters or {}
+    names = [p for p in type(leaf).parameter_properties()
+             if isinstance(params.get(p), tf.Variable) and params[p].dtype.is_floating]
+    if names:
+      cases.append((leaf, x_leaf, names))
+      seen.add(type(leaf))
+  return cases
+
+
+def _check_tensor_parameters(bijector, x, tol, kw, name):
+  """Variable parameters passed as tensors: same values, same gradients, any trace."""
+  checked = 0
+  for leaf, x, names in _tensor_parameter_cases(bijector, x, kw):
+    variables = [leaf.parameters[p] for p in names]
+    y = leaf.forward(_fresh(x), **kw)
+
+    def loss(b):
+      return (tf.reduce_sum(b.forward(_fresh(x), **kw)) +
+              tf.reduce_sum(b.inverse(_fresh(y), **kw)) +
+              tf.reduce_sum(b.forward_log_det_jacobian(
+                  _fresh(x), event_ndims=b.forward_min_event_ndims, **kw)))
+
+    def rebuild(values, leaf=leaf, names=names):
+      try:
+        return leaf.copy(**dict(zip(names, values)))
+      except ValueError as e:  # e.g. data-dependent init needs variables
+        if "tf.Variable" in str(e):
+          return None
+        raise
+
+    with tf.GradientTape() as tape:
+      reference = loss(leaf)
+    grads_var = tape.gradient(reference, variables)
+    values = [tf.constant(v.numpy()) for v in variables]
+    with tf.GradientTape() as tape:
+      tape.watch(values)
+      amortised = rebuild([v * tf.ones([], v.dtype) for v in values])
+      if amortised is None:
+        continue
+      got = loss(amortised)
+    grads_tensor = tape.gradient(got, values)
+    label = f"{leaf.name} with {names} as tensors"
+    _assert_close(got, reference, tol, f"{label}: value", name)
+    for pname, g_var, g_tensor in zip(names, grads_var, grads_tensor):
+      if g_var is None or g_tensor is None:
+        raise AssertionError(f"[{name}] no gradient reaches {leaf.name}.{pname} (variable: "
+                             f"{g_var is not None}, tensor: {g_tensor is not None})")
+      _assert_close(g_tensor, g_var, tol, f"{label}: gradient of {pname}", name)
+
+    def density_direction(b):
+      return (tf.reduce_sum(b.inverse(_fresh(y), **kw)) + tf.reduce_sum(
+          b.inverse_log_det_jacobian(_fresh(y), event_ndims=b.inverse_min_event_ndims, **kw)))
+
+    @tf.function
+    def traced(values, k, rebuild=rebuild, density_direction=density_direction):
+      del k  # a Python argument: every new value is a new trace
+      return density_direction(rebuild(values))
+
+    expected = density_direction(leaf)
+    for k in (1, 2):
+      _assert_close(traced(values, k), expected, tol, f"{label}, built in tf.function "
+                    f"(trace {k})", name)
+    checked += len(names)
+  return checked
+
+
+def _check_slicing(bijector, x, y, event_ndims, tol, kw, name):
+  batch = bijector.experimental_batch_shape(x_event_ndims=event_ndims)
+  if batch.rank is None or batch.rank == 0 or kw:
+    return False
+  sliced = bijector[1] if batch[0] > 1 else bijector[0]
+  i = 1 if batch[0] > 1 else 0
+  # x is [N] + batch + event: the sliced flow acts on x[:, i].
+  _assert_close(sliced.forward(_fresh(x[:, i])), bijector.forward(_fresh(x))[:, i], tol,
+                "b[i].forward == b.forward[:, i]", name)
+  event_shape = x.shape[x.shape.rank - event_ndims:].as_list()
+  dist = tfd.TransformedDistribution(_standard_normal(event_shape, x.dtype), bijector)
+  _assert_close(dist[i].log_prob(_fresh(y[:, i])), dist.log_prob(_fresh(y))[:, i], tol,
+                "dist[i].log_prob == dist.log_prob[:, i]", name)
+  variables = bijector.trainable_variables
+  if variables:
+    with tf.GradientTape() as tape:
+      out = tf.reduce_sum(bijector[i].forward(_fresh(x[:, i])))
+    if all(g is None for g in tape.gradient(out, variables)):
+      raise AssertionError(f"[{name}] no gradient reaches the variables through b[{i}]")
+  return True
+
+
+def assert_tfp_conventions(bijector, x, *, bijector_kwargs=None, tolerance=None,
+                           check_unknown_shapes=True, name=None):
+  """Runs the TFP-convention checks (module docstring) on ``bijector`` at base points ``x``.
+
+  Args:
+    bijector: a ``tfb.Bijector`` on single tensors.
+    x: points in the forward domain, shape ``[N] + batch + event`` with N >= 2.
+    bijector_kwargs: extra keyword arguments for every call (e.g. ``conditional_input``);
+      distribution-level checks are skipped when given.
+    tolerance: absolute+relative tolerance of the value comparisons (default: the contract's
+      ``modes`` tolerance of the dtype).
+    check_unknown_shapes: run check 4 (turn off only for parts that cannot run without
+      static shapes at all).
+    name: label in error messages (defaults to ``bijector.name``).
+
+  Returns:
+    A dict with what was checked (for reports).
+  """
+  name = name or bijector.name
+  kw = dict(bijector_kwargs or {})
+  dtype = bijector.dtype or tf.convert_to_tensor(x).dtype
+  x = tf.convert_to_tensor(x, dtype=dtype)
+  tol = tolerance if tolerance is not None else _tol("modes", dtype, None)
+  event_ndims = _event_ndims(bijector)
+  y = bijector.forward(_fresh(x), **kw)
+  event_shape = x.shape[x.shape.rank - event_ndims:].as_list()
+  report = {}
+  if not kw:
+    _check_rebuilt(bijector, type(bijector)(**bijector.parameters), x, y, tol,
+                   "type(b)(**b.parameters)", name)
+    _check_rebuilt(bijector, bijector.copy(), x, y, tol, "b.copy()", name)
+    report["rebuilt"] = True
+  _check_batch_shapes(bijector, event_shape, dtype, kw, name)
+  _check_event_shape_methods(bijector, x, y, name)
+  if check_unknown_shapes and event_ndims:
+    _check_unknown_static_shape(bijector, x, event_ndims, kw, name)
+  report["tensor_parameters"] = _check_tensor_parameters(bijector, x, tol, kw, name)
+  report["sliced"] = _check_slicing(bijector, x, y, event_ndims, tol, kw, name)
+  return report

@@ -87,25 +87,39 @@ def _positive_int(value, what, name):
   return int(value)
 
 
-def _flat_batch(t, d):
-  return tf.reshape(t, [-1, d])
-
-
 _INTERIOR = 0.5  # bandwidth / neighbour spacing for the interior anchors of data init
 
 
-def _initialize_unless_done(flag, init_fn):
-  """Control dependencies running ``init_fn`` once (``core.initialize_once``).
+def _flat(t):
+  return core.flatten_batch(tf.stop_gradient(t), 1)[0]
 
-  If the flag is already set when a function is traced, the initialisation branch is left out
-  of the graph (it can only be needed again if an uninitialised state is restored later,
-  which then needs a retrace); this keeps traced training steps small.
-  """
-  with tf.init_scope():
-    done = bool(flag.numpy()) if tf.executing_eagerly() else False
-  if done:
-    return []
-  return [core.initialize_once(flag, init_fn)]
+
+def _scaled_std(flat):
+  """Per-column mean and standard deviation of ``[N, D]``, without overflow of the squares."""
+  mean = tf.reduce_mean(flat, 0)
+  dev = flat - mean
+  m = tf.reduce_max(tf.abs(dev), 0)
+  safe_m = tf.where(m > 0., m, tf.ones_like(m))
+  return mean, safe_m * tf.sqrt(tf.reduce_mean(tf.square(dev / safe_m), 0))
+
+
+def _variable_or_error(value, data_init, what, name):
+  if data_init and not isinstance(value, tf.Variable):
+    raise ValueError(f"{name}: data-dependent initialisation assigns {what}, which is not a "
+                     "tf.Variable; pass a variable or turn the data-dependent init off.")
+  return value
+
+
+def _reinitialize(layer, x):
+  """``layer.initialize(x)``: rerun the data-dependent init; the flag is restored on error."""
+  before = bool(layer.initialized.numpy())
+  layer.initialized.assign(False)
+  try:
+    layer._maybe_initialize(x)  # pylint: disable=protected-access
+  except ValueError:
+    layer.initialized.assign(before)
+    raise
+  return layer.initialized
 
 
 def _silverman_logistic_scale(sigma, num_components, factor):
@@ -138,18 +152,21 @@ class MarginalGaussianization(core.DtypeChecked, tfb.Bijector):
 
   def __init__(self, event_size, num_components=16, data_init=True, bandwidth_factor=1.,
                min_bandwidth=1e-4, position_tolerance=None, max_iterations=100,
+               anchors=None, raw_bandwidths=None, logits=None, initialized=None,
                validate_args=False, dtype=tf.float32, name="marginal_gaussianization"):
     parameters = dict(locals())
-    with tf.name_scope(name) as name:
+    with tf.name_scope(name) as scope:
+      name = scope.rstrip("/")  # for messages; TFP strips it from the bijector's name too
       dtype = core.float_dtype(dtype)
       d = _event_size(event_size, name)
       k = _positive_int(num_components, "num_components", name)
       max_iterations = _positive_int(max_iterations, "max_iterations", name)
-      if not bandwidth_factor > 0 or not min_bandwidth > 0:
-        raise ValueError(f"{name}: bandwidth_factor and min_bandwidth must be > 0, got "
+      if not 0 < bandwidth_factor < np.inf or not 0 < min_bandwidth < np.inf:
+        raise ValueError(f"{name}: bandwidth_factor and min_bandwidth must be finite and > 0, got "
                          f"{bandwidth_factor!r} and {min_bandwidth!r}.")
-      if position_tolerance is not None and not position_tolerance > 0:
-        raise ValueError(f"{name}: position_tolerance must be > 0, got {position_tolerance!r}.")
+      if position_tolerance is not None and not 0 < position_tolerance < 1:
+        raise ValueError(f"{name}: position_tolerance must be in (0, 1), got "
+                         f"{position_tolerance!r}.")
       self._event_size = d
       self._num_components = k
       self._data_init = bool(data_init)
@@ -158,21 +175,32 @@ class MarginalGaussianization(core.DtypeChecked, tfb.Bijector):
       self._position_tolerance = position_tolerance
       self._max_iterations = max_iterations
       # Default: K quantiles of N(0, 1) with Silverman bandwidths, equal weights.
-      loc = tf.tile(tf.math.ndtri(tf.constant((np.arange(k) + 0.5) / k, dtype))[None], [d, 1])
+      default_loc = lambda: np.tile(
+          tf.math.ndtri(tf.constant((np.arange(k) + 0.5) / k, tf.float64)).numpy()[None],
+          [d, 1])
       scale = _silverman_logistic_scale(1., k, 1.)
       raw = np.log(np.expm1(max(scale - self._min_bandwidth, 1e-8)))
-      self._loc = tf.Variable(loc, name="anchors")
-      self._raw_bandwidth = tf.Variable(tf.fill([d, k], tf.constant(raw, dtype)),
-                                        name="raw_bandwidths")
-      self._logits = tf.Variable(tf.zeros([d, k], dtype), name="logits")
-      self._initialized = core.init_flag(done=not self._data_init)
+      param = lambda value, default, what: _variable_or_error(core.as_parameter(
+          value, dtype=dtype, event_shape=(d, k), default=default, name=name, what=what),
+          self._data_init, what, name)
+      self._loc = param(anchors, default_loc, "anchors")
+      self._raw_bandwidth = param(raw_bandwidths, lambda: np.full([d, k], raw),
+                                  "raw_bandwidths")
+      self._logits = param(logits, lambda: np.zeros([d, k]), "logits")
+      self._initialized = core.as_init_flag(initialized, done=not self._data_init, name=name)
+      parameters.update(anchors=self._loc, raw_bandwidths=self._raw_bandwidth,
+                        logits=self._logits, initialized=self._initialized)
       super().__init__(forward_min_event_ndims=1, is_constant_jacobian=False,
                        validate_args=validate_args, dtype=dtype, parameters=parameters,
                        name=name)
 
   @classmethod
   def _parameter_properties(cls, dtype):
-    return dict()  # variables are per event dimension, not batch-shaped parameters.
+    # [D, K] per event dimension: two event dims at one event dim of x, never batched.
+    event_ndims = lambda self, x_event_ndims: x_event_ndims + 1
+    return dict(anchors=core.ParameterProperties(event_ndims=event_ndims),
+                raw_bandwidths=core.ParameterProperties(event_ndims=event_ndims),
+                logits=core.ParameterProperties(event_ndims=event_ndims))
 
   @property
   def event_size(self):
@@ -185,12 +213,13 @@ class MarginalGaussianization(core.DtypeChecked, tfb.Bijector):
   @property
   def initialized(self):
     """The boolean variable recording that the data-dependent initialisation has run."""
-    return self._initialized
+    return core.init_state(self._initialized)
 
   def mixture(self):
     """``(anchors, bandwidths, log_weights)``, each ``[D, K]``, as used by the CDFs."""
-    scale = self._min_bandwidth + tf.math.softplus(self._raw_bandwidth)
-    return (tf.convert_to_tensor(self._loc), scale, tf.math.log_softmax(self._logits, -1))
+    scale = self._min_bandwidth + tf.math.softplus(tf.convert_to_tensor(self._raw_bandwidth))
+    return (tf.convert_to_tensor(self._loc), scale,
+            tf.math.log_softmax(tf.convert_to_tensor(self._logits), -1))
 
   def _check(self, t, what):
     return core.check_input(t, [self._event_size], name=self.name,
@@ -198,21 +227,20 @@ class MarginalGaussianization(core.DtypeChecked, tfb.Bijector):
 
   # --- data-dependent initialisation --------------------------------------------------------
 
-  def _init_assignments(self, x):
+  def _init_values(self, flat):
+    """``[(variable, value)]`` of the data-dependent init from events ``flat`` ``[N, D]``."""
     d, k = self._event_size, self._num_components
-    flat = _flat_batch(tf.stop_gradient(x), d)
     n = tf.shape(flat)[0]
     ordered = tf.sort(tf.transpose(flat), axis=-1)  # [D, N]
 
     def quantiles(probs):
       pos = tf.round(tf.constant(probs, self.dtype) * tf.cast(n, self.dtype) - 0.5)
-      idx = tf.clip_by_value(tf.cast(pos, tf.int32), 0, n - 1)
+      idx = tf.clip_by_value(tf.cast(pos, tf.int32), 0, tf.maximum(n - 1, 0))
       return tf.gather(ordered, idx, axis=-1)
 
     anchors = quantiles((np.arange(k) + 0.5) / k)
     iqr = quantiles([0.75])[:, 0] - quantiles([0.25])[:, 0]
-    mean = tf.reduce_mean(flat, 0)
-    std = tf.sqrt(tf.reduce_mean(tf.square(flat - mean), 0))
+    _, std = _scaled_std(flat)
     sigma = tf.where(iqr > 0, tf.minimum(std, iqr / 1.349), std)
     sigma = tf.maximum(sigma, tf.constant(10. * self._min_bandwidth, self.dtype))
     # Per dimension: Silverman's rule for the n points the anchors summarise, a floor.
@@ -228,20 +256,26 @@ class MarginalGaussianization(core.DtypeChecked, tfb.Bijector):
       spacing = (sigma * np.sqrt(3.) / np.pi)[:, None]
     scale = self._bandwidth_factor * tf.maximum(spacing, rule[:, None])
     excess = tf.maximum(scale - self._min_bandwidth, 1e-3 * scale)
-    return [self._loc.assign(anchors),
-            self._raw_bandwidth.assign(tfp.math.softplus_inverse(excess)),
-            self._logits.assign(tf.zeros([d, k], self.dtype))]
+    return [(self._loc, anchors),
+            (self._raw_bandwidth, tfp.math.softplus_inverse(excess)),
+            (self._logits, tf.zeros([d, k], self.dtype))]
 
   def initialize(self, x):
-    """(Re)initialises the variables from data ``x`` (shape ``[..., D]``) and sets the flag."""
-    x = self._check(tf.convert_to_tensor(x, self.dtype), "x")
-    with tf.control_dependencies(self._init_assignments(x)):
-      return self._initialized.assign(True)
+    """(Re)initialises the variables from data ``x`` (shape ``[..., D]``) and sets the flag.
+
+    The rules of the automatic initialisation apply (``ValueError`` for an empty, non-finite
+    or too-small batch, nothing assigned, the flag as before). Eager only.
+    """
+    if not self._data_init:
+      raise ValueError(f"{self.name} was built with data_init=False.")
+    return _reinitialize(self, self._check(tf.convert_to_tensor(x, self.dtype), "x"))
 
   def _maybe_initialize(self, x):
     if not self._data_init:
       return []
-    return _initialize_unless_done(self._initialized, lambda: self._init_assignments(x))
+    k = self._num_components
+    return core.data_init(self._initialized, _flat(x), self._init_values, name=self.name,
+                          event_ndims=1, min_events=2, recommended_events=10 * k)
 
   # --- the map --------------------------------------------------------------------------------
 
@@ -341,9 +375,11 @@ class HouseholderRotation(core.DtypeChecked, tfb.Bijector):
   """
 
   def __init__(self, event_size, num_reflections=None, init="random", trainable=True,
-               validate_args=False, dtype=tf.float32, seed=None, name="householder_rotation"):
+               vectors=None, initialized=None, validate_args=False, dtype=tf.float32,
+               seed=None, name="householder_rotation"):
     parameters = dict(locals())
-    with tf.name_scope(name) as name:
+    with tf.name_scope(name) as scope:
+      name = scope.rstrip("/")  # for messages; TFP strips it from the bijector's name too
       dtype = core.float_dtype(dtype)
       d = _event_size(event_size, name)
       r = d if num_reflections is None else _positive_int(num_reflections, "num_reflections",
@@ -356,39 +392,71 @@ class HouseholderRotation(core.DtypeChecked, tfb.Bijector):
       self._event_size = d
       self._num_reflections = r
       self._init = init
-      rng = np.random.default_rng(seed)
-      self._vectors = tf.Variable(tf.constant(rng.standard_normal((r, d)), dtype),
-                                  trainable=bool(trainable), name="householder_vectors")
-      self._initialized = core.init_flag(done=init != "pca")
+      vectors = core.as_parameter(
+          vectors, dtype=dtype, event_shape=(r, d), name=name, what="vectors",
+          default=lambda: core.rng(seed).standard_normal((r, d)), trainable=bool(trainable))
+      if vectors.shape.rank != 2:
+        raise ValueError(f"{name}: vectors must have shape [{r}, {d}], got "
+                         f"{vectors.shape.as_list()}.")
+      self._vectors = _variable_or_error(vectors, init == "pca", "vectors", name)
+      self._initialized = core.as_init_flag(initialized, done=init != "pca", name=name)
+      parameters.update(vectors=self._vectors, initialized=self._initialized)
       super().__init__(forward_min_event_ndims=1, is_constant_jacobian=True,
                        validate_args=validate_args, dtype=dtype, parameters=parameters,
                        name=name)
 
   @classmethod
   def _parameter_properties(cls, dtype):
-    return dict()
+    # [R, D] reflection vectors: two event dims at one event dim of x, never batched.
+    return dict(vectors=core.ParameterProperties(
+        event_ndims=lambda self, x_event_ndims: x_event_ndims + 1))
+
+  @property
+  def vectors(self):
+    return self._vectors
 
   @property
   def initialized(self):
-    return self._initialized
+    """The boolean variable recording that the PCA initialisation has run (always True for
+    ``init="random"``)."""
+    return core.init_state(self._initialized)
 
   def matrix(self):
     """The orthogonal matrix ``Q`` ``[D, D]`` of ``forward``."""
     return householder_product(tf.convert_to_tensor(self._vectors))
 
-  def _pca_assignment(self, y):
-    flat = _flat_batch(tf.stop_gradient(y), self._event_size)
+  def _pca_values(self, flat):
     centred = flat - tf.reduce_mean(flat, 0)
+    # Scaled by the largest deviation: the principal axes are unchanged, and no square
+    # overflows (or underflows) whatever the data's magnitude.
+    m = tf.reduce_max(tf.abs(centred))
+    centred = centred / tf.where(m > 0., m, tf.ones_like(m))
     cov = tf.matmul(centred, centred, transpose_a=True) / tf.cast(tf.shape(flat)[0], self.dtype)
-    _, vecs = tf.linalg.eigh(cov)
+    # A batch whose mean overflows gives a non-finite covariance: decompose the identity instead
+    # (no kernel error) and hand core.data_init a non-finite value, which it reports.
+    finite = tf.reduce_all(tf.math.is_finite(cov))
+    eye = tf.eye(self._event_size, dtype=self.dtype)
+    _, vecs = tf.linalg.eigh(tf.where(finite, cov, eye))
     axes = tf.reverse(vecs, axis=[-1])  # columns: principal axes, largest variance first
-    return [self._vectors.assign(householder_vectors(axes))]
+    vectors = householder_vectors(axes)
+    nan = tf.fill(tf.shape(vectors), tf.constant(np.nan, self.dtype))
+    return [(self._vectors, tf.where(finite, vectors, nan))]
+
+  def _maybe_initialize(self, y):
+    if self._init != "pca":
+      return []
+    return core.data_init(self._initialized, _flat(y), self._pca_values, name=self.name,
+                          event_ndims=1, min_events=2, recommended_events=10 * self._event_size)
 
   def initialize(self, y):
-    """Loads the principal axes of data ``y`` (``[..., D]``) and sets the flag."""
-    y = self._check(tf.convert_to_tensor(y, self.dtype), "y")
-    with tf.control_dependencies(self._pca_assignment(y)):
-      return self._initialized.assign(True)
+    """Loads the principal axes of data ``y`` (``[..., D]``) and sets the flag.
+
+    The rules of the automatic initialisation apply (``ValueError`` for an empty, non-finite
+    or too-small batch, nothing assigned, the flag as before). Eager only.
+    """
+    if self._init != "pca":
+      raise ValueError(f"{self.name} was built with init={self._init!r}, not 'pca'.")
+    return _reinitialize(self, self._check(tf.convert_to_tensor(y, self.dtype), "y"))
 
   def _check(self, t, what):
     return core.check_input(t, [self._event_size], name=self.name,
@@ -400,10 +468,7 @@ class HouseholderRotation(core.DtypeChecked, tfb.Bijector):
 
   def _inverse(self, y):
     y = self._check(y, "y")
-    deps = []
-    if self._init == "pca":
-      deps = _initialize_unless_done(self._initialized, lambda: self._pca_assignment(y))
-    with tf.control_dependencies(deps):
+    with tf.control_dependencies(self._maybe_initialize(y)):
       return tf.linalg.matvec(self.matrix(), y, transpose_a=True)
 
   def _forward_log_det_jacobian(self, x):

@@ -103,28 +103,32 @@ def _batch_shape(batch_shape, name):
   return shape
 
 
-def _variable(value, default, dtype, shape_suffix, what, name):
-  """A tf.Variable from ``value`` (array, tensor or Variable) or from ``default``."""
-  if value is None:
-    value = tf.Variable(tf.cast(default, dtype), name=what)
-  elif not isinstance(value, tf.Variable):
-    value = tf.Variable(tf.convert_to_tensor(value, dtype), name=what)
-  if value.dtype != dtype:
-    raise TypeError(f"{name}: {what} has dtype {value.dtype.name}, expected {dtype.name}.")
-  rank = value.shape.rank
-  if rank is None or rank < len(shape_suffix) or (
-      shape_suffix and value.shape[rank - len(shape_suffix):] != shape_suffix):
-    raise ValueError(f"{name}: {what} must have shape batch_shape + {list(shape_suffix)}, got "
-                     f"{value.shape.as_list()}.")
-  return value
+def _default_batch(params, name, what):
+  """Static broadcast batch shape of the given parameters, for a default ``what``."""
+  shape = core.broadcast_batch_shape(*params, name=name)
+  if not shape.is_fully_defined():
+    raise ValueError(f"{name}: the default {what} takes the batch shape of the other "
+                     f"parameters, which is not known statically ({shape}); pass {what}.")
+  return tuple(shape.as_list())
+
+
+def _max_abs(d):
+  return tf.reduce_max(tf.abs(d), axis=-1)
 
 
 def _safe_norm(d):
-  """‖d‖ over the last axis with a finite gradient at 0 (where it is 0)."""
-  sq = tf.reduce_sum(tf.square(d), axis=-1)
-  positive = sq > 0.
-  return tf.where(positive, tf.sqrt(tf.where(positive, sq, tf.ones_like(sq))),
-                  tf.zeros_like(sq))
+  """‖d‖ over the last axis without overflow or underflow, with a finite gradient at 0.
+
+  Computed as ``m ‖d / m‖`` with ``m = max |d_i|``, so a vector with entries near the largest
+  float (whose squares overflow) or the smallest (whose squares underflow) keeps its exact
+  norm; 0 where ``d = 0``.
+  """
+  m = _max_abs(d)
+  positive = m > 0.
+  safe_m = tf.where(positive, m, tf.ones_like(m))
+  scaled = d / safe_m[..., tf.newaxis]
+  return tf.where(positive, safe_m * tf.sqrt(tf.reduce_sum(tf.square(scaled), axis=-1)),
+                  tf.zeros_like(m))
 
 
 class Planar(core.DtypeChecked, tfb.Bijector):
@@ -151,41 +155,55 @@ class Planar(core.DtypeChecked, tfb.Bijector):
   def __init__(self, event_size, activation="tanh", negative_slope=0.2, u=None, w=None,
                b=None, batch_shape=(), tolerance=None, max_iterations=100,
                validate_args=False, dtype=tf.float32, seed=None, name="planar"):
-    with tf.name_scope(name) as name:
+    parameters = dict(locals())
+    with tf.name_scope(name) as scope:
+      name = scope.rstrip("/")  # for messages; TFP strips it from the bijector's name too
       dtype = core.float_dtype(dtype)
       d = _event_size(event_size, name)
       if activation not in _ACTIVATIONS:
         raise ValueError(f"{name}: activation must be one of {_ACTIVATIONS}, got "
                          f"{activation!r}.")
       negative_slope = float(negative_slope)
-      if not negative_slope >= 0.:
-        raise ValueError(f"{name}: negative_slope must be >= 0 (a non-decreasing activation), "
-                         f"got {negative_slope}.")
-      if int(max_iterations) < 1:
-        raise ValueError(f"{name}: max_iterations must be >= 1, got {max_iterations}.")
+      if not 0. <= negative_slope < np.inf:
+        raise ValueError(f"{name}: negative_slope must be finite and >= 0 (a non-decreasing "
+                         f"activation), got {negative_slope}.")
+      if isinstance(max_iterations, bool) or int(max_iterations) != max_iterations or (
+          max_iterations < 1):
+        raise ValueError(f"{name}: max_iterations must be an int >= 1, got {max_iterations!r}.")
       if tolerance is not None and not 0. < float(tolerance) < 1.:
         raise ValueError(f"{name}: tolerance must be in (0, 1), got {tolerance}.")
       batch = _batch_shape(batch_shape, name)
       # wᵀû > lo guarantees 1 + h' wᵀû > 0 since 0 <= h' <= max(1, s).
       max_slope = 1. if activation == "tanh" else max(1., negative_slope)
-      lo = -1. / max_slope
-      rng = np.random.default_rng(seed)
-      w0 = rng.normal(0., 1. / np.sqrt(d), batch + (d,))
-      w0 = np.where(np.sum(w0**2, -1, keepdims=True) > 1e-8, w0, 1. / np.sqrt(d))
-      # m(c) = lo + ε + softplus(c) = 0 at c = softplus^-1(-lo - ε): û = 0 for u = c w / ‖w‖².
-      c0 = np.log(np.expm1(-lo - np.finfo(dtype.as_numpy_dtype).eps))
-      w = _variable(w, w0, dtype, (d,), "w", name)
-      if u is None:
-        w_value = tf.convert_to_tensor(w)
-        w_sq = tf.reduce_sum(tf.square(w_value), axis=-1, keepdims=True)
-        u = c0 * w_value / tf.maximum(w_sq, np.finfo(dtype.as_numpy_dtype).tiny)
-      u = _variable(u, None, dtype, (d,), "u", name)
-      b = _variable(b, np.zeros(w.shape[:-1]), dtype, (), "b", name)
-      parameters = dict(locals())
+      self._lo = -1. / max_slope
+
+      def default_w():
+        w0 = core.rng(seed).normal(0., 1. / np.sqrt(d), batch + (d,))
+        return np.where(np.sum(w0**2, -1, keepdims=True) > 1e-8, w0, 1. / np.sqrt(d))
+
+      w = core.as_parameter(w, dtype=dtype, event_shape=(d,), default=default_w, name=name,
+                            what="w")
+
+      def default_u():
+        # m(c) = lo + ε + softplus(c) = 0 at c = softplus^-1(-lo - ε): û = 0 (the identity)
+        # for u = c w / ‖w‖².
+        c0 = np.log(np.expm1(-self._lo - np.finfo(dtype.as_numpy_dtype).eps))
+        w0 = core.static_value(w, "w", name).astype(np.float64)
+        w_sq = np.sum(w0**2, -1, keepdims=True)
+        return c0 * w0 / np.maximum(w_sq, np.finfo(dtype.as_numpy_dtype).tiny)
+
+      u = core.as_parameter(u, dtype=dtype, event_shape=(d,), default=default_u, name=name,
+                            what="u")
+      b = core.as_parameter(
+          b, dtype=dtype, name=name, what="b",
+          default=lambda: np.zeros(_default_batch([(u, 1), (w, 1)], name, "b")))
+      core.broadcast_batch_shape((u, 1), (w, 1), (b, 0), name=name)
+      # The parameters as used: a rebuilt bijector gets these very objects (the variables
+      # created here by default included), so copies and slices are the same map.
+      parameters.update(u=u, w=w, b=b)
       self._event_size = d
       self._activation = activation
       self._negative_slope = negative_slope
-      self._lo = lo
       self._u, self._w, self._b = u, w, b
       self._tolerance = tolerance
       self._max_iterations = int(max_iterations)
@@ -219,22 +237,31 @@ class Planar(core.DtypeChecked, tfb.Bijector):
   def constrained_parameters(self):
     """Returns ``(û, w_eff, b, wᵀû, p, ok)``.
 
-    ``wᵀû = lo + p`` with ``p = ε + softplus(wᵀu) >= ε > 0``; ``ok`` is ``‖w‖² >= eps²``. Where
+    ``wᵀû = lo + p`` with ``p = ε + softplus(wᵀu) >= ε > 0``; ``ok`` is ``‖w‖ > eps``. Where
     ``ok`` is False, ``w_eff = 0``, ``û = u`` and ``wᵀû = 0``: the layer is a translation.
+    ``û = u + (m(wᵀu) - wᵀu) w / ‖w‖²`` is evaluated as ``u + (lo + ε + softplus(-wᵀu))
+    ŵ / (s ‖ŵ‖²)`` with ``ŵ = w / s``, ``s = max |w_i|``: no cancellation for large ``wᵀu``
+    and no overflow of ``‖w‖²`` for huge w (amortised parameters can be anything).
     """
     u = tf.convert_to_tensor(self._u)
     w = tf.convert_to_tensor(self._w)
     dtype = w.dtype
-    w_sq = tf.reduce_sum(tf.square(w), axis=-1)
-    ok = w_sq > tf.constant(np.finfo(dtype.as_numpy_dtype).eps ** 2, dtype)
+    eps = tf.constant(np.finfo(dtype.as_numpy_dtype).eps, dtype)
+    s = _max_abs(w)
+    safe_s = tf.where(s > 0., s, tf.ones_like(s))
+    w_unit = w / safe_s[..., tf.newaxis]  # largest entry ±1
+    n2 = tf.reduce_sum(tf.square(w_unit), axis=-1)  # in [1, d] where s > 0
+    ok = safe_s * tf.sqrt(n2) > eps
     w_eff = tf.where(ok[..., tf.newaxis], w, tf.zeros_like(w))
     wu = tf.reduce_sum(w_eff * u, axis=-1)
-    p = tf.math.softplus(wu) + tf.constant(np.finfo(dtype.as_numpy_dtype).eps, dtype)
+    p = tf.math.softplus(wu) + eps
     lo = tf.constant(self._lo, dtype)
     wtu_hat = tf.where(ok, lo + p, tf.zeros_like(p))
-    coef = tf.where(ok, (lo + p - wu) / tf.where(ok, w_sq, tf.ones_like(w_sq)),
-                    tf.zeros_like(w_sq))
-    u_hat = u + coef[..., tf.newaxis] * w_eff
+    # m(c) - c = lo + ε + softplus(c) - c = lo + ε + softplus(-c).
+    coef = tf.where(ok, (lo + eps + tf.math.softplus(-wu)) / (safe_s * tf.where(ok, n2, tf.ones_like(n2))),
+                    tf.zeros_like(n2))
+    u_hat = u + coef[..., tf.newaxis] * tf.where(ok[..., tf.newaxis], w_unit,
+                                                 tf.zeros_like(w_unit))
     return u_hat, w_eff, tf.convert_to_tensor(self._b), wtu_hat, p, ok
 
   def _h(self, a):
@@ -361,18 +388,24 @@ class Radial(core.DtypeChecked, tfb.Bijector):
 
   def __init__(self, event_size, z0=None, alpha_raw=None, beta_raw=None, batch_shape=(),
                validate_args=False, dtype=tf.float32, seed=None, name="radial"):
-    with tf.name_scope(name) as name:
+    parameters = dict(locals())
+    with tf.name_scope(name) as scope:
+      name = scope.rstrip("/")  # for messages; TFP strips it from the bijector's name too
       dtype = core.float_dtype(dtype)
       d = _event_size(event_size, name)
       batch = _batch_shape(batch_shape, name)
-      rng = np.random.default_rng(seed)
-      z0 = _variable(z0, rng.normal(0., 1., batch + (d,)), dtype, (d,), "z0", name)
+      z0 = core.as_parameter(z0, dtype=dtype, event_shape=(d,), name=name, what="z0",
+                             default=lambda: core.rng(seed).normal(0., 1., batch + (d,)))
       one_raw = np.log(np.expm1(1.))  # softplus^-1(1): α = 1 and α + β = 1, i.e. β = 0.
-      alpha_raw = _variable(alpha_raw, np.full(z0.shape[:-1], one_raw), dtype, (),
-                            "alpha_raw", name)
-      beta_raw = _variable(beta_raw, np.full(z0.shape[:-1], one_raw), dtype, (),
-                           "beta_raw", name)
-      parameters = dict(locals())
+      alpha_raw = core.as_parameter(
+          alpha_raw, dtype=dtype, name=name, what="alpha_raw",
+          default=lambda: np.full(_default_batch([(z0, 1)], name, "alpha_raw"), one_raw))
+      beta_raw = core.as_parameter(
+          beta_raw, dtype=dtype, name=name, what="beta_raw",
+          default=lambda: np.full(_default_batch([(z0, 1), (alpha_raw, 0)], name, "beta_raw"),
+                                  one_raw))
+      core.broadcast_batch_shape((z0, 1), (alpha_raw, 0), (beta_raw, 0), name=name)
+      parameters.update(z0=z0, alpha_raw=alpha_raw, beta_raw=beta_raw)
       self._event_size = d
       self._z0, self._alpha_raw, self._beta_raw = z0, alpha_raw, beta_raw
       super().__init__(forward_min_event_ndims=1, is_constant_jacobian=False,
@@ -417,8 +450,11 @@ class Radial(core.DtypeChecked, tfb.Bijector):
 
   def _log_det(self, r, alpha, q):
     d = self._event_size
-    return ((d - 1) * (tf.math.log(r + q) - tf.math.log(alpha + r)) +
-            tf.math.log(r * (r + 2. * alpha) + alpha * q) - 2. * tf.math.log(alpha + r))
+    # (r² + 2αr + αq) / (α + r)² as a sum of bounded non-negative ratios: no overflow for
+    # huge r, no cancellation at the boundary β -> -α (q -> 0).
+    ar = alpha + r
+    last = (r / ar) * ((r + 2. * alpha) / ar) + (alpha / ar) * (q / ar)
+    return (d - 1) * (tf.math.log(r + q) - tf.math.log(ar)) + tf.math.log(last)
 
   def _forward_log_det_jacobian(self, x):
     x = self._check(x, "x")
@@ -430,9 +466,12 @@ class Radial(core.DtypeChecked, tfb.Bijector):
     z0, alpha, _, q = self.constrained_parameters()
     diff = y - z0
     rho = _safe_norm(diff)
-    # Positive root of r² + (q - ρ) r - ρα = 0, choosing the form without cancellation.
+    # Positive root of r² + (q - ρ) r - ρα = 0, choosing the form without cancellation;
+    # sqrt(k² + 4ρα) is evaluated scaled by m = max(|k|, ρ, α) > 0 (q > 0), so huge ρ
+    # cannot overflow the squares.
     k = rho - q
-    sqrt_disc = tf.sqrt(tf.square(k) + 4. * rho * alpha)
+    m = tf.maximum(tf.maximum(tf.abs(k), rho), alpha)
+    sqrt_disc = m * tf.sqrt(tf.square(k / m) + 4. * (rho / m) * (alpha / m))
     denom = sqrt_disc - k
     r = tf.where(k >= 0., 0.5 * (k + sqrt_disc),
                  2. * rho * alpha / tf.where(denom > 0., denom, tf.ones_like(denom)))

@@ -49,26 +49,14 @@ tfb = tfp.bijectors
 __all__ = ["Squeeze", "FactorOut"]
 
 
-def _flatten_batch(x, event_shape):
-  """``x`` reshaped to ``[-1] + event_shape`` and a function restoring the batch dims."""
-  lead = tf.shape(x)[:tf.rank(x) - 3]
-  static_lead = (x.shape[:x.shape.rank - 3] if x.shape.rank is not None
-                 else tf.TensorShape(None))
-  flat = tf.reshape(x, [-1] + list(event_shape))
-
-  def restore(t):
-    out = tf.reshape(t, tf.concat([lead, tf.shape(t)[1:]], 0))
-    out.set_shape(static_lead.concatenate(t.shape[1:]))
-    return out
-
-  return flat, restore
-
-
 def _image_event(shape, name, what):
+  """``(leading dims, [H, W, C])`` of a static shape ``batch + [H, W, C]``."""
   shape = tf.TensorShape(shape)
-  if shape.rank is not None and shape.rank != 3:
-    raise ValueError(f"{name}: {what} must be an [H, W, C] image shape, got {shape}.")
-  return shape
+  if shape.rank is None:
+    return tf.TensorShape(None), tf.TensorShape([None] * 3)
+  if shape.rank < 3:
+    raise ValueError(f"{name}: {what} must end with an [H, W, C] image shape, got {shape}.")
+  return shape[:-3], shape[-3:]
 
 
 class Squeeze(core.DtypeChecked, tfb.Bijector):
@@ -116,25 +104,40 @@ class Squeeze(core.DtypeChecked, tfb.Bijector):
                        f"got event shape {[h, w, c]}.")
     return [h * f, w * f, c // (f * f)]
 
+  # Event shapes: ``batch + [H, W, C]`` (leading dims are kept, as TFP's shape methods allow).
   def _forward_event_shape(self, input_shape):
-    shape = _image_event(input_shape, self.name, "input event shape")
-    if not shape.is_fully_defined():
-      return tf.TensorShape([None] * 3)
-    return tf.TensorShape(self._squeezed(shape.as_list(), "input"))
+    lead, event = _image_event(input_shape, self.name, "input shape")
+    if not event.is_fully_defined():
+      f = self._factor
+      h, w, c = event.as_list()
+      return lead.concatenate([None if h is None else h // f, None if w is None else w // f,
+                               None if c is None else c * f * f])
+    return lead.concatenate(self._squeezed(event.as_list(), "input"))
 
   def _inverse_event_shape(self, output_shape):
-    shape = _image_event(output_shape, self.name, "output event shape")
-    if not shape.is_fully_defined():
-      return tf.TensorShape([None] * 3)
-    return tf.TensorShape(self._unsqueezed(shape.as_list(), "output"))
+    lead, event = _image_event(output_shape, self.name, "output shape")
+    if not event.is_fully_defined():
+      f = self._factor
+      h, w, c = event.as_list()
+      return lead.concatenate([None if h is None else h * f, None if w is None else w * f,
+                               None if c is None else c // (f * f)])
+    return lead.concatenate(self._unsqueezed(event.as_list(), "output"))
+
+  def _shape_tensor(self, shape, squeeze):
+    shape = tf.convert_to_tensor(shape, tf.int32)
+    f = self._factor
+    lead, (h, w, c) = shape[:-3], tf.unstack(shape[-3:])
+    if squeeze:
+      event = tf.stack([h // f, w // f, c * f * f])
+    else:
+      event = tf.stack([h * f, w * f, c // (f * f)])
+    return tf.concat([lead, event], 0)
 
   def _forward_event_shape_tensor(self, input_shape):
-    f = self._factor
-    return tf.stack([input_shape[0] // f, input_shape[1] // f, input_shape[2] * f * f])
+    return self._shape_tensor(input_shape, squeeze=True)
 
   def _inverse_event_shape_tensor(self, output_shape):
-    f = self._factor
-    return tf.stack([output_shape[0] * f, output_shape[1] * f, output_shape[2] // (f * f)])
+    return self._shape_tensor(output_shape, squeeze=False)
 
   # Transforms.
   def _static_event(self, t, what):
@@ -149,7 +152,7 @@ class Squeeze(core.DtypeChecked, tfb.Bijector):
     x, (h, w, c) = self._static_event(x, "x")
     hh, ww, cc = self._squeezed([h, w, c], "x")
     f = self._factor
-    flat, restore = _flatten_batch(x, [h, w, c])
+    flat, restore = core.flatten_batch(x, 3)
     t = tf.reshape(flat, [-1, hh, f, ww, f, c])
     t = tf.transpose(t, [0, 1, 3, 2, 4, 5])
     return restore(tf.reshape(t, [-1, hh, ww, cc]))
@@ -158,7 +161,7 @@ class Squeeze(core.DtypeChecked, tfb.Bijector):
     y, (hh, ww, cc) = self._static_event(y, "y")
     h, w, c = self._unsqueezed([hh, ww, cc], "y")
     f = self._factor
-    flat, restore = _flatten_batch(y, [hh, ww, cc])
+    flat, restore = core.flatten_batch(y, 3)
     t = tf.reshape(flat, [-1, hh, ww, f, f, c])
     t = tf.transpose(t, [0, 1, 3, 2, 4, 5])
     return restore(tf.reshape(t, [-1, h, w, c]))

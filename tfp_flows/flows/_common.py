@@ -42,8 +42,9 @@ def vector_size(event_shape, family):
 
 
 def check_layers(num_layers):
-  if int(num_layers) < 1:
-    raise ValueError(f"num_layers must be >= 1, got {num_layers}.")
+  if (isinstance(num_layers, bool) or not isinstance(num_layers, (int, np.integer))
+      or num_layers < 1):
+    raise ValueError(f"num_layers must be an int >= 1, got {num_layers!r}.")
   return int(num_layers)
 
 

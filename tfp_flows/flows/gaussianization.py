@@ -1,6 +1,5 @@
 """Gaussianization-flow builders: ``gaussianization`` (trainable) and ``rbig`` (fitted from data)."""
 
-import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
@@ -51,7 +50,7 @@ def gaussianization(event_shape, num_layers=4, num_components=16, rotation="hous
     raise ValueError(f"rotation must be one of {_ROTATIONS}, got {rotation!r}.")
   if rotation == "pca" and not data_init:
     raise ValueError("rotation='pca' sets the rotations from data: it needs data_init=True.")
-  rng = np.random.default_rng(seed)
+  seeds = core.child_seeds(seed, num_layers - 1)
   layers = []
   for i in range(num_layers):
     if i:
@@ -59,7 +58,7 @@ def gaussianization(event_shape, num_layers=4, num_components=16, rotation="hous
       layers.append(HouseholderRotation(
           d, num_reflections=None if pca else num_reflections, init="pca" if pca else "random",
           trainable=rotation == "householder", validate_args=validate_args, dtype=dtype,
-          seed=int(rng.integers(2**31)), name=f"{name}_rotation_{i}"))
+          seed=seeds[i - 1], name=f"{name}_rotation_{i}"))
     layers.append(MarginalGaussianization(
         d, num_components=num_components, data_init=data_init,
         bandwidth_factor=bandwidth_factor, validate_args=validate_args, dtype=dtype,
@@ -94,6 +93,8 @@ def rbig(x, num_layers=8, num_components=32, rotation="householder", batch_size=
   if x.shape.rank != 2:
     raise ValueError(f"rbig needs data of shape [N, D], got {x.shape.as_list()}.")
   if batch_size is not None:
+    if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
+      raise ValueError(f"rbig: batch_size must be a positive int or None, got {batch_size!r}.")
     x = x[:int(batch_size)]
   if kwargs.pop("data_init", True) is not True:
     raise ValueError("rbig fits from data: data_init cannot be turned off.")

@@ -1,6 +1,5 @@
 """Planar and radial flow builders (Rezende & Mohamed 2015)."""
 
-import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
@@ -39,10 +38,10 @@ def planar(event_shape, num_layers=8, activation="tanh", negative_slope=0.2, bat
   """
   d, num_layers = _vector_layers(event_shape, num_layers, "planar")
   dtype = core.float_dtype(dtype)
-  rng = np.random.default_rng(seed)
+  seeds = core.child_seeds(seed, num_layers)
   layers = [Planar(d, activation=activation, negative_slope=negative_slope,
                    batch_shape=batch_shape, tolerance=tolerance, max_iterations=max_iterations,
-                   validate_args=validate_args, dtype=dtype, seed=int(rng.integers(2**31)),
+                   validate_args=validate_args, dtype=dtype, seed=seeds[i],
                    name=f"{name}_{i}") for i in range(num_layers)]
   return tfb.Chain(layers[::-1], name=name)
 
@@ -60,8 +59,7 @@ def radial(event_shape, num_layers=8, batch_shape=(), validate_args=False, dtype
   """
   d, num_layers = _vector_layers(event_shape, num_layers, "radial")
   dtype = core.float_dtype(dtype)
-  rng = np.random.default_rng(seed)
+  seeds = core.child_seeds(seed, num_layers)
   layers = [Radial(d, batch_shape=batch_shape, validate_args=validate_args, dtype=dtype,
-                   seed=int(rng.integers(2**31)), name=f"{name}_{i}")
-            for i in range(num_layers)]
+                   seed=seeds[i], name=f"{name}_{i}") for i in range(num_layers)]
   return tfb.Chain(layers[::-1], name=name)
