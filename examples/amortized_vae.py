@@ -36,8 +36,8 @@ Run (the full run took 25 minutes on 2 heavily shared CPU cores)::
     python examples/amortized_vae.py --quick              # smoke run, well under a minute
     python examples/amortized_vae.py --flow_lengths=0,8 --epochs=50 --data=/path/mnist.npz
 
-Writes ``--out`` (default ``benchmarks/results/amortized_vae.json``, ``..._quick.json`` with
-``--quick``) and prints a table.
+Writes ``metrics.json`` into ``--out`` (default ``runs/amortized_vae``) and prints a table; the
+recorded runs are ``benchmarks/results/amortized_vae*.json``.
 
 #### References
 
@@ -272,8 +272,7 @@ def _define_flags():
   flags.DEFINE_integer("num_samples", 500, "Importance samples k per test image.")
   flags.DEFINE_integer("seed", 0, "Seed of the split, initial weights and noise.")
   flags.DEFINE_bool("quick", False, "Smoke run: 2 epochs, small nets, K = 0, 2.")
-  flags.DEFINE_string("out", None, "JSON output (default benchmarks/results/"
-                      "amortized_vae[_quick].json).")
+  flags.DEFINE_string("out", "runs/amortized_vae", "Output folder (metrics.json).")
 
 
 def main(argv):
@@ -295,11 +294,10 @@ def main(argv):
       tensorflow_probability=tfp.__version__, keras=keras.__version__,
       total_seconds=time.perf_counter() - start)
   print_table(result)
-  out = f.out or os.path.join(_ROOT, "benchmarks", "results",
-                              "amortized_vae_quick.json" if f.quick else "amortized_vae.json")
-  os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+  os.makedirs(f.out, exist_ok=True)
+  out = os.path.join(f.out, "metrics.json")
   with open(out, "w") as fh:
-    json.dump(result, fh, indent=1)
+    json.dump(result, fh, indent=1, allow_nan=False)
   print(f"wrote {out}")
 
 

@@ -117,10 +117,10 @@ def test_fit_runs_data_dependent_init_on_the_first_batch():
   # A first batch that is not finite is refused and leaves the layers uninitialised.
   bad = x[:8].copy()
   bad[0, 0, 0, 0] = np.nan
-  with pytest.raises(ValueError, match="1 non-finite"):
+  with pytest.raises(ValueError, match="NaN or inf"):
     tff.train.initialize(dist, bad)
-  with pytest.raises(ValueError, match="at least 2 rows"):
-    tff.train.initialize(dist, x[:1])
+  with pytest.raises(ValueError, match="stays uninitialised"):
+    tff.train.initialize(dist, x[:0])
   assert tff.core.pending_data_init(dist.bijector) == pending
   losses = tff.train.fit(dist, x, optimizer=keras.optimizers.Adam(1e-3), steps=3, batch_size=16,
                          jit_compile=False)

@@ -178,28 +178,18 @@ def batched_log_prob(distribution, x, batch_size=4096, context=None, jit_compile
 
 
 def initialize(distribution, x, context=None):
-  """Runs the pending data-dependent initialisations (ActNorm, ...) on the batch ``x``.
+  """Runs the pending data-dependent initialisations (ActNorm, ...) on the batch ``x``, eagerly.
 
-  Eager and outside any compiled step. The batch is checked first: fewer than 2 rows or a
-  non-finite value is a ``ValueError`` naming the layers, and leaves them uninitialised (the
-  layers themselves would store statistics of whatever they are given). Returns the
-  initialised layers (empty if none was pending).
+  Outside any compiled step, so that a bad first batch is reported before training: each layer
+  checks the batch it sees (``tff.core.data_init``: an empty, non-finite or too-small batch is
+  a ``ValueError`` and leaves the layer waiting for a usable one). Returns the layers that were
+  pending (empty if none was).
   """
   pending = core.pending_data_init(distribution.bijector)
-  if not pending:
-    return []
-  names = ", ".join(m.name for m in pending)
-  xv = np.asarray(x)
-  if xv.ndim == 0 or len(xv) < 2:
-    raise ValueError(f"initialize: data-dependent initialisation of {names} needs a batch of at "
-                     f"least 2 rows, got shape {list(xv.shape)}.")
-  bad = int(np.size(xv) - np.count_nonzero(np.isfinite(xv)))
-  if bad:
-    raise ValueError(f"initialize: the batch for the data-dependent initialisation of {names} "
-                     f"has {bad} non-finite values (NaN or inf); pass finite data.")
-  dtype = distribution.dtype
-  _log_prob(distribution, tf.constant(xv, dtype),
-            None if context is None else tf.constant(context, dtype))
+  if pending:
+    dtype = distribution.dtype
+    _log_prob(distribution, tf.constant(np.asarray(x), dtype),
+              None if context is None else tf.constant(np.asarray(context), dtype))
   return pending
 
 
