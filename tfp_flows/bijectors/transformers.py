@@ -32,8 +32,9 @@ parameters (each at least ``min_bin_size * 2B``); interior knot derivatives
 
 The inverse is exact: ``z`` is the root in ``[0, 1]`` of a quadratic, taken in the form
 ``z = 2c / (-b - sqrt(b^2 - 4ac))`` that does not cancel. Bins are found by comparing with
-the ``K - 1`` interior knots and selected with one-hot sums (no gathers), which XLA fuses into
-one element-wise pass.
+the ``K - 1`` interior knots and selected with one-hot sums (no gathers); the gradient is
+written out (``tf.custom_gradient``) so that only two passes touch the ``[..., K, n]``
+tensors. First-order gradients only (no gradients of gradients through the spline).
 
 #### Examples
 
@@ -191,51 +192,127 @@ class RationalQuadraticSpline(Transformer):
     ys = tf.concat([lower, -b + tf.cumsum(heights[..., :-1, :], axis=-2)], axis=-2)
     return xs, widths, ys, heights, derivatives
 
-  def _bin(self, v, starts, *tables):
-    """One-hot selection of the bin containing ``v`` from ``[..., K, n]`` tables."""
-    # Bin index = number of interior knots at or below v (the first start is -B).
-    above = tf.cast(v[..., None, :] >= starts[..., 1:, :], v.dtype)  # [..., K-1, n]
-    index = tf.reduce_sum(above, axis=-2, keepdims=True)               # [..., 1, n]
-    onehot = tf.cast(tf.equal(index, tf.range(self.num_bins, dtype=v.dtype)[:, None]), v.dtype)
-    return [tf.reduce_sum(onehot * t, axis=-2) for t in tables]
-
   def forward(self, x, params):
-    b = self.bound
-    xs, widths, ys, heights, d = self._knots(params)
-    inside = tf.abs(x) <= b
-    xc = tf.clip_by_value(x, -b, b)  # finite everywhere, so where() has finite gradients
-    x0, w, y0, h, d0, d1 = self._bin(xc, xs, xs, widths, ys, heights, d[..., :-1, :],
-                                     d[..., 1:, :])
-    s = h / w
-    z = tf.clip_by_value((xc - x0) / w, 0., 1.)
-    zz = z * (1. - z)
-    denom = s + (d0 + d1 - 2. * s) * zz
-    y = y0 + h * (s * z * z + d0 * zz) / denom
-    log_det = (2. * tf.math.log(s) + tf.math.log(d1 * z * z + 2. * s * zz + d0 * (1. - z) ** 2)
-               - 2. * tf.math.log(denom))
-    return tf.where(inside, y, x), tf.where(inside, log_det, tf.zeros_like(log_det))
+    return self._spline(x, params, inverse=False)
 
   def inverse(self, y, params):
-    b = self.bound
-    xs, widths, ys, heights, d = self._knots(params)
-    inside = tf.abs(y) <= b
-    yc = tf.clip_by_value(y, -b, b)
-    x0, w, y0, h, d0, d1 = self._bin(yc, ys, xs, widths, ys, heights, d[..., :-1, :],
-                                     d[..., 1:, :])
+    return self._spline(y, params, inverse=True)
+
+  # The map is evaluated in three steps so that only two passes touch the [..., K, n] tensors:
+  # (1) exponentials of the raw sizes; (2) the bin of every input and the six bin quantities
+  # it needs (unnormalised cumulative sizes, sizes, raw derivatives), by one-hot sums; (3) the
+  # rational-quadratic formulas on [..., n] tensors. The gradient is written by hand the same
+  # way (autodiff of step 3 on [..., n] tensors, then one pass back to [..., K, n]): XLA on CPU
+  # runs every [..., K, n] pass as a separate loop, and plain autodiff of steps 1-2 took
+  # about twice as long (benchmarks/README.md, "spline speed").
+
+  def _exponentials(self, params):
+    """exp of the raw widths and heights (shifted by their max), raw derivatives."""
+    k = self.num_bins
+    raw_w, raw_h = params[..., :k, :], params[..., k:2 * k, :]
+    ew = tf.exp(raw_w - tf.stop_gradient(tf.reduce_max(raw_w, axis=-2, keepdims=True)))
+    eh = tf.exp(raw_h - tf.stop_gradient(tf.reduce_max(raw_h, axis=-2, keepdims=True)))
+    return ew, eh, params[..., 2 * k:, :]
+
+  def _select(self, v, ew, eh, u, inverse):
+    """Bin index ``k`` (as a float) of ``v`` and the bin's quantities, each ``[..., n]``."""
+    nb, b = self.num_bins, self.bound
+    kk = tf.range(nb, dtype=v.dtype)[:, None]
+    cw = tf.cumsum(ew, axis=-2, exclusive=True)
+    ch = tf.cumsum(eh, axis=-2, exclusive=True)
+    tw = cw[..., -1, :] + ew[..., -1, :]
+    th = ch[..., -1, :] + eh[..., -1, :]
+    cum, total = (ch, th) if inverse else (cw, tw)
+    # knot_j <= v  <=>  (t - j m) T >= (1 - K m) c_j with t = (v + B) / 2B (no division).
+    t = (tf.clip_by_value(v, -b, b) + b) / (2. * b)
+    lhs = (t[..., None, :] - kk[1:] * self.min_bin_size) * total[..., None, :]
+    above = tf.cast(lhs >= (1. - nb * self.min_bin_size) * cum[..., 1:, :], v.dtype)
+    index = tf.reduce_sum(above, axis=-2)
+    onehot = tf.cast(tf.equal(index[..., None, :], kk), v.dtype)
+    zero = tf.zeros_like(u[..., :1, :])
+    u_left = tf.concat([zero, u], axis=-2)    # row j: raw derivative at knot j (j >= 1)
+    u_right = tf.concat([u, zero], axis=-2)   # row j: raw derivative at knot j + 1 (j < K-1)
+    stacked = tf.stack([cw, ew, ch, eh, u_left, u_right], axis=-3)
+    picked = tf.reduce_sum(onehot[..., None, :, :] * stacked, axis=-2)
+    return [index, tw, th] + [picked[..., i, :] for i in range(6)]
+
+  def _formulas(self, v, index, tw, th, cw, ew, ch, eh, u_left, u_right, inverse):
+    """The spline and its log-derivative from the bin quantities (all ``[..., n]``)."""
+    nb, b, m = self.num_bins, self.bound, self.min_bin_size
+    span = 2. * b * (1. - nb * m)
+    x0 = -b + 2. * b * m * index + span * cw / tw
+    w = 2. * b * m + span * ew / tw
+    y0 = -b + 2. * b * m * index + span * ch / th
+    h = 2. * b * m + span * eh / th
+    one = tf.ones_like(v)
+    d0 = tf.where(index > 0, self.min_derivative + tf.nn.softplus(
+        u_left + self._derivative_offset), one)
+    d1 = tf.where(index < nb - 1, self.min_derivative + tf.nn.softplus(
+        u_right + self._derivative_offset), one)
+    inside = tf.abs(v) <= b
+    vc = tf.clip_by_value(v, -b, b)  # finite everywhere, so where() has finite gradients
     s = h / w
-    dy = yc - y0
     slope_sum = d0 + d1 - 2. * s
-    qa = h * (s - d0) + dy * slope_sum
-    qb = h * d0 - dy * slope_sum
-    qc = -s * dy
-    disc = tf.maximum(qb * qb - 4. * qa * qc, 0.)
-    z = tf.clip_by_value(2. * qc / (-qb - tf.sqrt(disc)), 0., 1.)
-    x = x0 + z * w
+    if inverse:
+      dy = vc - y0
+      qa = h * (s - d0) + dy * slope_sum
+      qb = h * d0 - dy * slope_sum
+      qc = -s * dy
+      disc = tf.maximum(qb * qb - 4. * qa * qc, 0.)
+      z = tf.clip_by_value(2. * qc / (-qb - tf.sqrt(disc)), 0., 1.)
+      out = x0 + z * w
+    else:
+      z = tf.clip_by_value((vc - x0) / w, 0., 1.)
     zz = z * (1. - z)
     denom = s + slope_sum * zz
-    log_det = -(2. * tf.math.log(s) + tf.math.log(d1 * z * z + 2. * s * zz + d0 * (1. - z) ** 2)
-                - 2. * tf.math.log(denom))
-    return tf.where(inside, x, y), tf.where(inside, log_det, tf.zeros_like(log_det))
+    if not inverse:
+      out = y0 + h * (s * z * z + d0 * zz) / denom
+    log_det = tf.math.log(s * s * (d1 * z * z + 2. * s * zz + d0 * (1. - z) ** 2)
+                          / (denom * denom))
+    if inverse:
+      log_det = -log_det
+    return tf.where(inside, out, v), tf.where(inside, log_det, tf.zeros_like(log_det))
+
+  def _spline(self, v, params, inverse):
+    nb = self.num_bins
+
+    @tf.custom_gradient
+    def spline(v, params):
+      ew, eh, u = self._exponentials(params)
+      picked = self._select(v, ew, eh, u, inverse)
+      out, log_det = self._formulas(v, *picked, inverse=inverse)
+
+      def grad(g_out, g_log_det):
+        g_out = tf.zeros_like(v) if g_out is None else g_out
+        g_log_det = tf.zeros_like(v) if g_log_det is None else g_log_det
+        index, rest = picked[0], picked[1:]
+        with tf.GradientTape() as tape:
+          tape.watch([v] + rest)
+          o, l = self._formulas(v, index, *rest, inverse=inverse)
+        grads = tape.gradient([o, l], [v] + rest, output_gradients=[g_out, g_log_det])
+        g_v, g_tw, g_th, g_cw, g_ew, g_ch, g_eh, g_ul, g_ur = [
+            tf.zeros_like(v) if g is None else g for g in grads]
+        # Back to [..., K, n]: T = sum_j e_j, c_k = sum_{j<k} e_j, e_k; then through exp
+        # (the max shift cancels: every quantity depends on ratios of the e_j).
+        kk = tf.range(nb, dtype=v.dtype)[:, None]
+        at = index[..., None, :]
+        equal = tf.cast(tf.equal(kk, at), v.dtype)
+        below = tf.cast(kk < at, v.dtype)
+
+        def back(g_total, g_cum, g_size, e):
+          return (g_total[..., None, :] + g_cum[..., None, :] * below
+                  + g_size[..., None, :] * equal) * e
+
+        inner = kk[1:] - 1.  # raw derivative j belongs to knot j + 1
+        g_u = (g_ul[..., None, :] * tf.cast(tf.equal(inner + 1., at), v.dtype)
+               + g_ur[..., None, :] * tf.cast(tf.equal(inner, at), v.dtype))
+        g_params = tf.concat([back(g_tw, g_cw, g_ew, ew), back(g_th, g_ch, g_eh, eh), g_u],
+                             axis=-2)
+        return g_v, g_params
+
+      return (out, log_det), grad
+
+    return spline(v, params)
 
 
 _BY_NAME = {"shift": Shift, "additive": Shift, "affine": Affine,
