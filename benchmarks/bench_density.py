@@ -137,7 +137,9 @@ def make_zuko(family, d, hidden):
 def train_zuko(family, d, hidden, seed, batches, lr):
   import torch
   torch.manual_seed(seed)
-  torch.set_num_threads(os.cpu_count() or 1)
+  # One thread: on a shared machine PyTorch's spinning worker threads slowed these small
+  # steps many times over; quality, not speed, is measured here.
+  torch.set_num_threads(1)
   flow = make_zuko(family, d, hidden)
   if flow is None:
     return None
