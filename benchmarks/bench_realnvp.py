@@ -1,28 +1,38 @@
-"""RealNVP training speed (ours vs TFP vs zuko vs the matmul floor) and toy-density quality.
+"""Coupling training-step speed: our RealNVP and NSF vs TFP, zuko and the matmul floor.
 
-Speed: D=64, 8 affine couplings with reverse permutations between them, conditioner MLP
-2x256 (ReLU), batch 1024, Adam, one maximum-likelihood step per call under
-``tf.function(jit_compile=True)``. TFP's ``tfb.RealNVP`` gets the very same MLP class
-(``tff.nets.MLP``) through ``shift_and_log_scale_fn``, so the comparison isolates the bijector
-machinery. The floor runs only the conditioners' matmuls (forward and backward, same shapes).
-zuko (PyTorch) is timed on the same shapes when it is installed.
+Setting (issue 13): D = 64, 8 couplings, conditioner MLPs 2x256 (ReLU), batch 1024, one
+maximum-likelihood Adam step per call (``tff.train.make_ml_step``, ``jit_compile=True``).
 
-Quality: KL(data || model) in nats, estimated on fresh data samples with the exact data
-log-density, after a fixed budget (3000 Adam steps, batch 512) for NICE, RealNVP and MAF on
-the 8gaussians and checkerboard toy densities.
+Rows (all timed in one process, interleaved round by round with ``_common.interleaved_times``,
+so their ratios are robust to load that drifts during the run):
+
+* ``tfp_flows realnvp``: ``tff.flows.realnvp([64], num_layers=8, hidden_units=[256, 256])``;
+* ``tfp_flows nsf``: ``tff.flows.nsf([64], num_layers=8, hidden_units=[256, 256])``
+  (rational-quadratic spline couplings, 8 bins: 23 outputs per transformed entry);
+* ``TFP tfb.RealNVP``: TFP's own coupling with the very same MLP class and reverse
+  permutations between layers (isolates the bijector machinery);
+* ``matmul floor (2 / 23 params)``: only the conditioners' matmuls and ReLUs, forward and
+  backward, same shapes (output layer 256 x 64 for affine, 256 x 736 for the spline); no
+  optimizer;
+* ``zuko RealNVP`` / ``zuko NSF (passes=2)`` (PyTorch, if installed): zuko's flows of the same
+  depth and MLPs, Adam. zuko's coupling NSF is a MADE with two passes, so its networks take
+  all 64 inputs and produce 64 x 23 outputs (twice our coupling's matmul work).
+
+Reported: ms/step, samples/s, each flow's time over its own matmul floor and our samples/s
+over zuko's. Figures from a shared machine are noisy; the ratios are what to compare.
 
     python benchmarks/bench_realnvp.py            # full run
     python benchmarks/bench_realnvp.py --quick    # smoke run
+
+Density quality (KL) lives in ``bench_density.py``.
 """
 
 import argparse
-import datetime
-import json
 import os
-import platform
-import time
+import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _common  # noqa: E402
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
@@ -31,75 +41,65 @@ import tensorflow_probability as tfp  # noqa: E402
 import tfp_flows as tff  # noqa: E402
 
 tfb = tfp.bijectors
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+D, LAYERS, HIDDEN, BATCH, BINS = 64, 8, [256, 256], 1024, 8
 
 
-def _time_steps(step, n_steps, repeats):
-  """Median seconds per step over ``repeats`` timed blocks (after a warm-up/compile call)."""
-  step()
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    for _ in range(n_steps):
-      out = step()
-    float(out)  # wait for the last step
-    times.append((time.perf_counter() - t0) / n_steps)
-  return float(np.median(times))
+class _TFPRealNVP(tf.Module):
+  """TFP's RealNVP with our MLPs (held here so tf.Module traversal finds them)."""
+
+  def __init__(self):
+    super().__init__()
+    self.nets = [tff.nets.MLP(D // 2, 2 * (D - D // 2), HIDDEN, seed=i) for i in range(LAYERS)]
+    layers = []
+    for i, net in enumerate(self.nets):
+      if i:
+        layers.append(tfb.Permute(np.arange(D)[::-1].astype(np.int32)))
+
+      def fn(x, output_units, net=net):
+        del output_units
+        return tuple(tf.split(net(x), 2, axis=-1))
+
+      layers.append(tfb.RealNVP(num_masked=D // 2, shift_and_log_scale_fn=fn))
+    self.bijector = tfb.Chain(layers[::-1])
 
 
-def _train_step(dist, variables, x, lr=1e-4):
-  opt = tf.keras.optimizers.Adam(lr)
-
-  @tf.function(jit_compile=True)
-  def step():
-    with tf.GradientTape() as tape:
-      loss = -tf.reduce_mean(dist.log_prob(x))
-    opt.apply_gradients(zip(tape.gradient(loss, variables), variables))
-    return loss
-
-  return step
-
-
-def tfp_realnvp(d, num_layers, hidden):
-  """TFP's RealNVP with the same MLP conditioners and reverse permutations."""
-  layers = []
-  for i in range(num_layers):
-    if i:
-      layers.append(tfb.Permute(np.arange(d)[::-1].astype(np.int32)))
-    net = tff.nets.MLP(d // 2, 2 * (d - d // 2), hidden, seed=i)
-
-    def fn(x, output_units, net=net):
-      del output_units
-      return tuple(tf.split(net(x), 2, axis=-1))
-
-    nvp = tfb.RealNVP(num_masked=d // 2, shift_and_log_scale_fn=fn)
-    nvp._tff_net = net  # keep the network reachable by tf.Module traversal
-    layers.append(nvp)
-  return tfb.Chain(layers[::-1])
+def ours_step(family, x):
+  import keras
+  if family == "tfp":
+    holder = _TFPRealNVP()
+    dist = tff.flows.distribution(holder.bijector, [D])
+    variables = holder.trainable_variables
+  else:
+    builder = tff.flows.realnvp if family == "realnvp" else tff.flows.nsf
+    kwargs = {} if family == "realnvp" else {"num_bins": BINS}
+    dist = tff.flows.distribution(builder([D], num_layers=LAYERS, hidden_units=HIDDEN,
+                                          **kwargs), [D])
+    variables = dist.trainable_variables
+  step = tff.train.make_ml_step(dist, keras.optimizers.Adam(1e-4), variables=variables)
+  return lambda: step(x)
 
 
-def matmul_floor_step(d, num_layers, hidden, batch):
-  """Only the conditioners' matmuls (and ReLUs), forward and backward, same shapes."""
-  nets = [tff.nets.MLP(d // 2, 2 * (d - d // 2), hidden, seed=i) for i in range(num_layers)]
-  for n in nets:  # non-zero output layers so the backward pass is not trivially zero
-    n.out.kernel.assign(tf.random.normal(n.out.kernel.shape, stddev=0.01))
+def floor_step(num_params, x):
+  """The conditioners' matmuls (and ReLUs) alone, forward and backward."""
+  nets = [tff.nets.MLP(D // 2, num_params * (D - D // 2), HIDDEN, seed=i, init="random")
+          for i in range(LAYERS)]
   variables = [v for n in nets for v in n.trainable_variables]
-  x = tf.random.normal([batch, d // 2])
 
   @tf.function(jit_compile=True)
-  def step():
+  def step(x):
     with tf.GradientTape() as tape:
-      h, total = x, 0.
+      h, total = x[:, :D // 2], 0.
       for n in nets:
         out = n(h)
         total += tf.reduce_sum(out)
-        h = out[:, : d // 2]
+        h = out[:, :D // 2]
     grads = tape.gradient(total, variables)
     return total + tf.add_n([tf.reduce_sum(g) for g in grads]) * 0.
-  return step
+
+  return lambda: step(x)
 
 
-def zuko_step(d, num_layers, hidden, batch):
+def zuko_step(family, x_np):
   try:
     import torch
     import zuko
@@ -107,9 +107,13 @@ def zuko_step(d, num_layers, hidden, batch):
     return None
   torch.manual_seed(0)
   torch.set_num_threads(os.cpu_count() or 1)
-  flow = zuko.flows.RealNVP(features=d, transforms=num_layers, hidden_features=tuple(hidden))
+  if family == "realnvp":
+    flow = zuko.flows.RealNVP(D, transforms=LAYERS, hidden_features=tuple(HIDDEN))
+  else:
+    flow = zuko.flows.NSF(D, transforms=LAYERS, passes=2, bins=BINS,
+                          hidden_features=tuple(HIDDEN))
   opt = torch.optim.Adam(flow.parameters(), lr=1e-4)
-  x = torch.randn(batch, d)
+  x = torch.from_numpy(x_np)
 
   def step():
     loss = -flow().log_prob(x).mean()
@@ -117,105 +121,55 @@ def zuko_step(d, num_layers, hidden, batch):
     loss.backward()
     opt.step()
     return loss.detach()
-  return step, torch.__version__, zuko.__version__
 
-
-def speed(args):
-  d, layers, hidden, batch = 64, 8, [256, 256], 1024
-  x = tf.random.normal([batch, d])
-  rows = {}
-  ours = tff.flows.distribution(tff.flows.realnvp([d], num_layers=layers, hidden_units=hidden), [d])
-  rows["tfp_flows RealNVP"] = _time_steps(
-      _train_step(ours, ours.trainable_variables, x), args.steps, args.repeats)
-  theirs = tff.flows.distribution(tfp_realnvp(d, layers, hidden), [d])
-  assert len(theirs.trainable_variables) == len(ours.trainable_variables)
-  rows["TFP tfb.RealNVP"] = _time_steps(
-      _train_step(theirs, theirs.trainable_variables, x), args.steps, args.repeats)
-  rows["matmul floor"] = _time_steps(matmul_floor_step(d, layers, hidden, batch), args.steps,
-                                     args.repeats)
-  z = zuko_step(d, layers, hidden, batch)
-  versions = {"tensorflow": tf.__version__, "tfp": tfp.__version__}
-  if z is not None:
-    step, torch_v, zuko_v = z
-    rows["zuko RealNVP (PyTorch)"] = _time_steps(step, args.steps, args.repeats)
-    versions.update(torch=torch_v, zuko=zuko_v)
-  ours_t = rows["tfp_flows RealNVP"]
-  table = [{"flow": k, "ms_per_step": 1e3 * v, "samples_per_s": batch / v,
-            "time_vs_ours": v / ours_t} for k, v in rows.items()]
-  return {"config": dict(d=d, couplings=layers, hidden=hidden, batch=batch, jit_compile=True),
-          "versions": versions, "rows": table,
-          "ours_vs_floor": ours_t / rows["matmul floor"]}
-
-
-def quality(args):
-  out = []
-  for data_name in ("8gaussians", "checkerboard"):
-    data = tff.datasets.toy(data_name)
-    test = data.sample(20000, seed=123)
-    test_lp = data.log_prob(test)
-    for flow_name in ("nice", "realnvp", "maf"):
-      builder = getattr(tff.flows, flow_name)
-      kwargs = dict(num_layers=8 if flow_name != "maf" else 5, hidden_units=[128, 128], seed=0)
-      flow = builder([2], **kwargs)
-      dist = tff.flows.distribution(flow, [2])
-      variables = dist.trainable_variables
-      sched = tf.keras.optimizers.schedules.CosineDecay(2e-3, args.quality_steps)
-      opt = tf.keras.optimizers.Adam(sched)
-
-      @tf.function(jit_compile=True)
-      def step(x):
-        with tf.GradientTape() as tape:
-          loss = -tf.reduce_mean(dist.log_prob(x))
-        opt.apply_gradients(zip(tape.gradient(loss, variables), variables))
-        return loss
-
-      rng = np.random.default_rng(0)
-      t0 = time.perf_counter()
-      for i in range(args.quality_steps):
-        step(tf.constant(data.sample(512, seed=rng.integers(2**31))))
-      train_s = time.perf_counter() - t0
-      model_lp = dist.log_prob(tf.constant(test)).numpy().astype(np.float64)
-      diff = test_lp - model_lp
-      out.append({"data": data_name, "flow": flow_name, "steps": args.quality_steps,
-                  "kl_nats": float(diff.mean()),
-                  "kl_stderr": float(diff.std() / np.sqrt(len(diff))),
-                  "params": int(sum(np.prod(v.shape) for v in variables)),
-                  "train_seconds": train_s})
-      print(f"  {data_name:13s} {flow_name:8s} KL={out[-1]['kl_nats']:.4f} "
-            f"({train_s:.0f}s)", flush=True)
-  return out
+  return step
 
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--quick", action="store_true", help="tiny budgets (smoke run)")
-  parser.add_argument("--skip-speed", action="store_true")
-  parser.add_argument("--skip-quality", action="store_true")
+  parser.add_argument("--quick", action="store_true", help="few timing rounds (smoke run)")
+  parser.add_argument("--calls", type=int, default=5, help="steps per timed block")
+  parser.add_argument("--rounds", type=int, default=15, help="interleaved rounds")
   args = parser.parse_args()
-  args.steps, args.repeats = (3, 2) if args.quick else (20, 5)
-  args.quality_steps = 50 if args.quick else 3000
-  result = {"date": datetime.date.today().isoformat(), "machine": platform.platform(),
-            "cpus": os.cpu_count(), "quick": args.quick}
-  if not args.skip_speed:
-    result["speed"] = speed(args)
-    print("\nRealNVP training step, D=64, 8 couplings, MLP 2x256, batch 1024, jit_compile=True")
-    print(f"{'flow':26s} {'ms/step':>9s} {'samples/s':>11s} {'time vs ours':>13s}")
-    for r in result["speed"]["rows"]:
-      print(f"{r['flow']:26s} {r['ms_per_step']:9.1f} {r['samples_per_s']:11.0f} "
-            f"{r['time_vs_ours']:13.2f}")
-    print(f"ours / matmul floor = {result['speed']['ours_vs_floor']:.2f}")
-  if not args.skip_quality:
-    print("\nKL(data || model) after the fixed budget:")
-    result["quality"] = quality(args)
-    print(f"\n{'data':13s} {'flow':8s} {'KL (nats)':>10s} {'+-':>7s} {'params':>8s}")
-    for r in result["quality"]:
-      print(f"{r['data']:13s} {r['flow']:8s} {r['kl_nats']:10.4f} {r['kl_stderr']:7.4f} "
-            f"{r['params']:8d}")
-  os.makedirs(RESULTS, exist_ok=True)
-  path = os.path.join(RESULTS, "realnvp_quick.json" if args.quick else "realnvp.json")
-  with open(path, "w") as f:
-    json.dump(result, f, indent=1)
-  print(f"\nwrote {path}")
+  if args.quick:
+    args.calls, args.rounds = 2, 2
+  env = _common.environment()
+  print(_common.header_line(env), flush=True)
+  x_np = np.random.default_rng(0).normal(size=(BATCH, D)).astype(np.float32)
+  x = tf.constant(x_np)
+  fns = {"tfp_flows realnvp": ours_step("realnvp", x), "tfp_flows nsf": ours_step("nsf", x),
+         "TFP tfb.RealNVP": ours_step("tfp", x),
+         "matmul floor (2 params)": floor_step(2, x),
+         f"matmul floor ({3 * BINS - 1} params)": floor_step(3 * BINS - 1, x)}
+  for family, label in (("realnvp", "zuko RealNVP"), ("nsf", "zuko NSF (passes=2)")):
+    step = zuko_step(family, x_np)
+    if step is not None:
+      fns[label] = step
+  times = _common.interleaved_times(fns, calls=args.calls, rounds=args.rounds,
+                                    sync=lambda out: float(out))
+  floors = {"tfp_flows realnvp": "matmul floor (2 params)",
+            "TFP tfb.RealNVP": "matmul floor (2 params)",
+            "tfp_flows nsf": f"matmul floor ({3 * BINS - 1} params)"}
+  zuko = {"tfp_flows realnvp": "zuko RealNVP", "tfp_flows nsf": "zuko NSF (passes=2)"}
+  rows, table = [], []
+  for name, t in times.items():
+    row = {"flow": name, "ms_per_step": 1e3 * t, "samples_per_s": BATCH / t,
+           "over_floor": t / times[floors[name]] if name in floors else None,
+           "samples_per_s_over_zuko": (times[zuko[name]] / t
+                                       if name in zuko and zuko[name] in times else None)}
+    rows.append(row)
+    table.append([name, row["ms_per_step"], row["samples_per_s"], row["over_floor"],
+                  row["samples_per_s_over_zuko"]])
+  text = _common.table(["flow", "ms/step", "samples/s", "time / own matmul floor",
+                        "samples/s / zuko's"], table,
+                       title=f"training step, D={D}, {LAYERS} couplings, MLP 2x256, batch "
+                             f"{BATCH}, jit_compile=True ({args.rounds} interleaved rounds "
+                             f"of {args.calls} steps, medians)")
+  _common.write_results("realnvp_quick" if args.quick else "realnvp",
+                        {"config": {"d": D, "couplings": LAYERS, "hidden": HIDDEN,
+                                    "batch": BATCH, "bins": BINS, "calls": args.calls,
+                                    "rounds": args.rounds},
+                         "rows": rows, "table": text}, env)
 
 
 if __name__ == "__main__":

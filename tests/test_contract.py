@@ -177,6 +177,44 @@ REGISTRY += [
                                               data_init=False, dtype=dt, seed=1), (2,)),
 ]
 
+# Spline flows and generalised couplings (issue 13). Spline parameters are randomised with a
+# moderate scale: at large scales knot derivatives reach ~1e-3 and the float32 round trip is
+# limited by the map's own conditioning (tests/test_spline.py checks it against float64).
+def _spline_coupling(mask, bins=4, bound=3.):
+  def make(dtype):
+    d_in, d_out = int(mask.sum()), int((1 - mask).sum())
+    return tff.bijectors.SplineCoupling(mask, _mlp(d_in, (3 * bins - 1) * d_out, dtype),
+                                        num_bins=bins, bound=bound, dtype=dtype)
+  return make
+
+
+def _tfp_made_maf(dtype):
+  """Our wrapper on TFP's own path (shift_and_log_scale_fn = TFP's AutoregressiveNetwork)."""
+  made = tfb.AutoregressiveNetwork(params=2, event_shape=[3], hidden_units=[16], dtype=dtype)
+  made(tf.zeros([1, 3], dtype))
+  return tff.bijectors.MaskedAutoregressiveFlow(made)
+
+
+REGISTRY += [
+    Case("spline_coupling_half_2d", _spline_coupling(tff.masks.half(2)), (2,), scale=0.2,
+         input_scale=2.),
+    Case("spline_coupling_alternating_5d", _spline_coupling(tff.masks.alternating(5)), (5,),
+         scale=0.2, input_scale=2.),
+    Case("spline_coupling_checkerboard_image",
+         lambda dt: tff.bijectors.SplineCoupling(
+             tff.masks.checkerboard([4, 4, 2]), _image_conditioner(2 * 8, dt), num_bins=3,
+             bound=2., dtype=dt), (4, 4, 2), batch=4, scale=0.2, input_scale=1.5),
+    Case("coupling_generic_affine_unbounded_3d",
+         lambda dt: tff.bijectors.Coupling(
+             tff.masks.half(3, invert=True), _mlp(1, 4, dt),
+             tff.bijectors.transformers.Affine(log_scale_bound=None), dtype=dt), (3,)),
+    Case("nsf_autoregressive_3d",
+         lambda dt: tff.flows.nsf([3], num_layers=2, hidden_units=[16], num_bins=4, bound=3.,
+                                  autoregressive=True, dtype=dt), (3,), scale=0.2,
+         input_scale=2.),
+    Case("maf_tfp_network_3d", _tfp_made_maf, (3,), scale=0.2),
+]
+
 
 @pytest.mark.parametrize("dtype", [tf.float32, tf.float64], ids=["float32", "float64"])
 @pytest.mark.parametrize("case", REGISTRY, ids=lambda c: c.name)

@@ -198,3 +198,127 @@ def test_random_permutation_option():
   flow = tff.flows.realnvp([6], num_layers=3, hidden_units=[8], permutation="random", seed=1)
   perms = [b for b in flow.bijectors if isinstance(b, tfb.Permute)]
   assert len(perms) == 2
+
+
+# --- generalised coupling, MADE, MAF, builders (issues 11, 12, 13) ------------------------
+
+def test_alternating_masks_replace_permutations_and_start_at_identity():
+  flow = tff.flows.realnvp([5], num_layers=3, hidden_units=[8])
+  assert not any(isinstance(b, tfb.Permute) for b in flow.bijectors)
+  assert [tuple(b.mask) for b in flow.bijectors[::-1]] == [
+      (1, 1, 1, 0, 0), (0, 0, 0, 1, 1), (1, 1, 1, 0, 0)]
+  x = tf.random.normal([4, 5])
+  np.testing.assert_allclose(flow.forward(x), x, atol=1e-6)  # zero output layers
+
+
+@pytest.mark.parametrize("order", [None, [3, 1, 4, 2]])
+def test_made_is_autoregressive_in_its_order_and_float64(order):
+  made = tff.nets.MADE(4, 3, [7, 9], conditional_size=2, order=order, dtype=tf.float64,
+                       seed=0, init="random")
+  x = tf.constant(np.random.default_rng(0).normal(size=(5, 4)))
+  c = tf.constant(np.random.default_rng(1).normal(size=(5, 2)))
+  with tf.GradientTape(persistent=True) as tape:
+    tape.watch([x, c])
+    out = made(x, conditional_input=c)
+  assert out.dtype == tf.float64 and out.shape == [5, 12]
+  jac = tape.batch_jacobian(out, x).numpy()  # [5, 12, 4]
+  degree = np.arange(1, 5) if order is None else np.array(order)
+  for p in range(3):
+    for i in range(4):
+      row = np.abs(jac[:, p * 4 + i, :]).max(0)
+      allowed = degree < degree[i]
+      assert np.all(row[~allowed] == 0.), (p, i, row)
+      assert np.all(row[allowed] > 0.), (p, i, row)  # random init: every allowed path is used
+  assert np.all(np.abs(tape.gradient(out, c).numpy()) > 0)
+
+
+def test_made_initialisations():
+  x = tf.random.normal([3, 4])
+  for init in ("uniform", "glorot"):
+    made = tff.nets.MADE(4, 2, [8], init=init, seed=0)
+    np.testing.assert_array_equal(made(x), 0.)  # zero output layer: the identity transform
+  assert np.any(tff.nets.MADE(4, 2, [8], init="random", seed=0)(x) != 0.)
+  mlp = tff.nets.MLP(2, 3, [16], init="uniform", seed=0)
+  assert np.any(mlp.hidden[0].bias.numpy() != 0.)  # PyTorch-style biases spread the kinks
+  assert np.all(tff.nets.MLP(2, 3, [16], init="glorot", seed=0).hidden[0].bias.numpy() == 0.)
+  with pytest.raises(ValueError, match="init"):
+    tff.nets.MLP(2, 3, init="he")
+
+
+@pytest.mark.parametrize("builder", ["maf", "iaf", "nsf_ar"])
+def test_float64_autoregressive_flows_are_float64_throughout(builder):
+  """issue 11 item 5: log-det against slogdet of the float64 autodiff Jacobian to 1e-10."""
+  if builder == "nsf_ar":
+    flow = tff.flows.nsf([3], num_layers=2, hidden_units=[16], autoregressive=True,
+                         dtype=tf.float64)
+  else:
+    flow = getattr(tff.flows, builder)([3], num_layers=2, hidden_units=[16], dtype=tf.float64)
+  tff.testing.randomize_variables(flow, scale=0.3, seed=1)
+  assert all(v.dtype == tf.float64 for v in flow.variables if v.dtype.is_floating)
+  x = tf.constant(np.random.default_rng(2).normal(size=(6, 3)))
+  ldj = flow.forward_log_det_jacobian(x, event_ndims=1)
+  ref = tff.testing.autodiff_log_det(flow.forward, x, 1)
+  np.testing.assert_allclose(ldj, ref, rtol=0, atol=1e-10)
+  back = flow.inverse(tf.constant(flow.forward(x).numpy()))
+  np.testing.assert_allclose(back, x, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("builder", ["nice", "realnvp", "maf", "iaf"])
+def test_validate_args_through_the_builders(builder):
+  flow = getattr(tff.flows, builder)([3], num_layers=2, hidden_units=[8], validate_args=True)
+  assert all(b.validate_args for b in flow.bijectors)
+  x = np.zeros([2, 3], np.float32)
+  x[1, 2] = np.inf
+  with pytest.raises(tf.errors.InvalidArgumentError, match="NaN or inf"):
+    tff.flows.distribution(flow, [3]).log_prob(x)
+
+
+@pytest.mark.parametrize("builder", ["nice", "realnvp", "maf", "nsf"])
+def test_wrong_event_size_is_an_error_when_the_static_shape_is_unknown(builder):
+  flow = getattr(tff.flows, builder)([2], num_layers=2, hidden_units=[8])
+  dist = tff.flows.distribution(flow, [2])
+  log_prob = tf.function(dist.log_prob, input_signature=[tf.TensorSpec([None, None])],
+                         autograph=False)
+  assert log_prob(tf.zeros([4, 2])).shape == [4]
+  with pytest.raises(tf.errors.InvalidArgumentError, match=r"expected event shape \[2\]"):
+    log_prob(tf.zeros([4, 3]))  # never truncated to the first 2 columns
+
+
+def test_parameters_copy_and_equality_keep_the_same_variables():
+  net = tff.nets.MLP(2, 4, [8], seed=0, init="random")
+  mask = tff.masks.half(4)
+  x = tf.random.normal([3, 4])
+  for bij in (tff.bijectors.AffineCoupling(mask, net, log_scale_bound=2., name="a"),
+              tff.bijectors.AdditiveCoupling(mask, tff.nets.MLP(2, 2, [8], seed=1,
+                                                                 init="random"))):
+    for other in (type(bij)(**bij.parameters), bij.copy()):
+      assert set(other.parameters) == set(bij.parameters)
+      assert other.conditioner is bij.conditioner and other.name == bij.name
+      np.testing.assert_array_equal(other.forward(x), bij.forward(x))
+      assert other == bij
+  made = tff.nets.MADE(4, 2, [8], seed=0, init="random")
+  maf = tff.bijectors.MaskedAutoregressiveFlow(params_fn=made, conditional_shape=None)
+  assert set(maf.parameters) >= {"shift_and_log_scale_fn", "bijector_fn", "params_fn",
+                                 "transformer", "conditional_shape", "dtype"}
+  np.testing.assert_array_equal(maf.copy().inverse(x), maf.inverse(x))
+  assert maf.copy().params_fn is made and maf.dtype == tf.float32
+  tfp_made = tfb.AutoregressiveNetwork(params=2, event_shape=[4], hidden_units=[8])
+  tfp_maf = tff.bijectors.MaskedAutoregressiveFlow(tfp_made)
+  np.testing.assert_array_equal(tfp_maf.copy().inverse(x), tfp_maf.inverse(x))
+  assert tfp_maf.dtype is None
+
+
+def test_maf_rejects_bad_arguments_and_inputs():
+  made = tff.nets.MADE(3, 2, [8])
+  with pytest.raises(ValueError, match="not both"):
+    tff.bijectors.MaskedAutoregressiveFlow(made, params_fn=made)
+  with pytest.raises(ValueError, match="go with params_fn"):
+    tff.bijectors.MaskedAutoregressiveFlow(made, transformer="spline")
+  maf = tff.bijectors.MaskedAutoregressiveFlow(params_fn=made, transformer="spline")
+  with pytest.raises(ValueError, match="needs 23 x 3 = 69"):
+    maf.inverse(tf.zeros([2, 3]))
+  maf = tff.bijectors.MaskedAutoregressiveFlow(params_fn=made)
+  with pytest.raises(TypeError, match="float64"):
+    maf.inverse(np.zeros([2, 3]))
+  with pytest.raises(ValueError, match=r"expected event shape \[3\]"):
+    maf.inverse(tf.zeros([2, 4]))

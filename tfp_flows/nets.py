@@ -16,7 +16,8 @@ import tensorflow as tf
 
 from tfp_flows.core import float_dtype
 
-__all__ = ["MLP", "ResidualMLP", "ConvResNet", "conditioner_variables", "as_variable_list"]
+__all__ = ["MLP", "ResidualMLP", "MADE", "ConvResNet", "conditioner_variables",
+           "as_variable_list"]
 
 _ACTIVATIONS = {"relu": tf.nn.relu, "tanh": tf.math.tanh, "elu": tf.nn.elu,
                 "gelu": tf.nn.gelu, "silu": tf.nn.silu, "swish": tf.nn.silu}
@@ -31,11 +32,6 @@ def _activation(activation):
   return _ACTIVATIONS[activation]
 
 
-def _glorot(rng, fan_in, fan_out, dtype):
-  limit = np.sqrt(6. / (fan_in + fan_out))
-  return tf.Variable(rng.uniform(-limit, limit, (fan_in, fan_out)), dtype=dtype, name="kernel")
-
-
 def _check_units(hidden_units):
   units = [hidden_units] if isinstance(hidden_units, (int, np.integer)) else list(hidden_units)
   if not units or any(int(u) <= 0 for u in units):
@@ -43,14 +39,32 @@ def _check_units(hidden_units):
   return [int(u) for u in units]
 
 
-class _Dense(tf.Module):
-  """y = x W + b on the last axis (any number of leading axes)."""
+_INITS = ("uniform", "glorot", "random")
+def _check_init(init):
+  if init not in _INITS:
+    raise ValueError(f"init must be one of {_INITS}, got {init!r}.")
+  return init
 
-  def __init__(self, fan_in, fan_out, rng, dtype, zero=False, name=None):
+
+def _init_values(rng, fan_in, fan_out, init, output, fan_in_per_unit=None):
+  """(kernel, bias) numpy initial values of one dense layer (``init`` as in ``MLP``)."""
+  if output and init != "random":
+    return np.zeros((fan_in, fan_out)), np.zeros(fan_out)
+  if init == "glorot":
+    limit = np.sqrt(6. / (fan_in + fan_out))
+    return rng.uniform(-limit, limit, (fan_in, fan_out)), np.zeros(fan_out)
+  limit = 1. / np.sqrt(fan_in if fan_in_per_unit is None else fan_in_per_unit)
+  return rng.uniform(-1., 1., (fan_in, fan_out)) * limit, rng.uniform(-1., 1., fan_out) * limit
+
+
+class _Dense(tf.Module):
+  """y = x W + b on the last axis (any number of leading axes); ``init`` as in ``MLP``."""
+
+  def __init__(self, fan_in, fan_out, rng, dtype, zero=False, init="glorot", name=None):
     super().__init__(name=name)
-    self.kernel = (tf.Variable(tf.zeros([fan_in, fan_out], dtype), name="kernel") if zero
-                   else _glorot(rng, fan_in, fan_out, dtype))
-    self.bias = tf.Variable(tf.zeros([fan_out], dtype), name="bias")
+    kernel, bias = _init_values(rng, fan_in, fan_out, init, output=zero)
+    self.kernel = tf.Variable(kernel, dtype=dtype, name="kernel")
+    self.bias = tf.Variable(bias, dtype=dtype, name="bias")
 
   def __call__(self, x):
     return tf.matmul(x, self.kernel) + self.bias
@@ -109,17 +123,24 @@ class MLP(_Network):
     conditional_size: size of an optional conditional input concatenated to the input.
     dtype: float32 or float64.
     seed: int seed of the initial weights.
+    init: ``"uniform"`` (default: hidden kernels and biases ``U(+-1/sqrt(fan_in))``,
+      PyTorch's default, and a zero output layer, so a flow starts at the identity),
+      ``"glorot"`` (Glorot-uniform hidden kernels, zero biases, zero output layer) or
+      ``"random"`` (every layer ``U(+-1/sqrt(fan_in))``, the output too: zuko's networks; a
+      flow starts at a random map).
   """
 
   def __init__(self, input_size, output_size, hidden_units=(256, 256), activation="relu",
-               conditional_size=0, dtype=tf.float32, seed=None, name="mlp"):
+               conditional_size=0, dtype=tf.float32, seed=None, name="mlp", init="uniform"):
     super().__init__(input_size, output_size, conditional_size, dtype, name)
     rng = np.random.default_rng(seed)
     self.activation = _activation(activation)
+    init = _check_init(init)
     sizes = [self.input_size + self.conditional_size] + _check_units(hidden_units)
     with self.name_scope:
-      self.hidden = [_Dense(a, b, rng, self.dtype) for a, b in zip(sizes[:-1], sizes[1:])]
-      self.out = _Dense(sizes[-1], self.output_size, rng, self.dtype, zero=True)
+      self.hidden = [_Dense(a, b, rng, self.dtype, init=init)
+                     for a, b in zip(sizes[:-1], sizes[1:])]
+      self.out = _Dense(sizes[-1], self.output_size, rng, self.dtype, zero=True, init=init)
 
   def _net(self, h):
     for layer in self.hidden:
@@ -157,6 +178,103 @@ class ResidualMLP(_Network):
     for first, second in self.blocks:
       h = h + second(self.activation(first(self.activation(h))))
     return self.out(self.activation(h))
+
+
+def made_degrees(event_size, hidden_units, order=None):
+  """MADE degrees (Germain et al. 2015): inputs, then each hidden layer.
+
+  Input ``i`` gets degree ``order[i]`` (a permutation of ``1..D``; default ``1..D``); hidden
+  units cycle through ``1..D-1`` so every degree is represented equally. A unit of degree
+  ``m`` sees inputs of degree ``<= m``; the outputs of input ``i`` see hidden units of degree
+  ``< order[i]``, so they depend only on the inputs before ``i`` in the order.
+  """
+  d = int(event_size)
+  order = np.arange(1, d + 1) if order is None else np.asarray(order, np.int64)
+  if sorted(order.tolist()) != list(range(1, d + 1)):
+    raise ValueError(f"order must be a permutation of 1..{d}, got {order.tolist()}.")
+  return [order] + [1 + np.arange(u) % max(d - 1, 1) for u in hidden_units]
+
+
+class MADE(_Network):
+  """Masked autoregressive network: the parameters of entry ``i`` depend only on entries < i.
+
+  ``x [..., D] -> [..., num_params * D]``, parameter-major (block ``j`` holds parameter ``j``
+  of every entry: the layout ``tff.bijectors`` transformers expect). The autoregressive masks
+  are constants multiplied into the kernels in every call (so no optimizer has to re-apply
+  them, and they can never be trained away); every layer computes in the network's dtype
+  (float64 stays float64). A ``conditional_input`` of size ``conditional_size`` feeds every
+  unit of the first hidden layer.
+
+  Args:
+    event_size: ``D`` (>= 2).
+    num_params: parameters per entry (2 for an affine MAF, ``3K - 1`` for a spline).
+    hidden_units: ints, each >= D - 1 so every degree has a unit.
+    activation: name or callable.
+    conditional_size: size of an optional context vector (0: none).
+    order: the autoregressive order as a permutation of ``1..D`` (default ``1..D``).
+    init: ``"uniform"`` (default: hidden kernels and biases ``U(+-1/sqrt(fan_in))``,
+      PyTorch's default, and a zero output layer, so a flow starts at the identity),
+      ``"glorot"`` (Glorot-uniform hidden kernels, zero biases, zero output layer) or
+      ``"random"`` (every layer ``U(+-1/sqrt(fan_in))``, the output too: zuko's networks; a
+      flow starts at a random map).
+      The fan-in of a unit counts its unmasked inputs only.
+    dtype: float32 or float64.
+    seed: int seed of the initial weights.
+
+  #### References
+
+  [1] Germain, Gregor, Murray, Larochelle. MADE: Masked Autoencoder for Distribution
+      Estimation. ICML 2015.
+  """
+
+  def __init__(self, event_size, num_params, hidden_units=(64, 64), activation="relu",
+               conditional_size=0, order=None, init="uniform", dtype=tf.float32, seed=None,
+               name="made"):
+    d = int(event_size)
+    if d < 2:
+      raise ValueError(f"MADE needs an event size of at least 2, got {event_size}.")
+    if int(num_params) < 1:
+      raise ValueError(f"num_params must be >= 1, got {num_params}.")
+    super().__init__(d, int(num_params) * d, conditional_size, dtype, name)
+    units = _check_units(hidden_units)
+    if min(units) < d - 1:
+      raise ValueError(f"MADE on {d} entries needs at least {d - 1} units per hidden layer, "
+                       f"got hidden_units={hidden_units!r}.")
+    self.event_size, self.num_params = d, int(num_params)
+    self.activation = _activation(activation)
+    degrees = made_degrees(d, units, order)
+    self.order = degrees[0]
+    masks = [(a[:, None] <= b[None, :]) for a, b in zip(degrees[:-1], degrees[1:])]
+    out_mask = degrees[-1][:, None] < degrees[0][None, :]          # [H, D]
+    masks.append(np.tile(out_mask, [1, self.num_params]))         # parameter-major columns
+    if self.conditional_size:
+      masks[0] = np.concatenate([masks[0], np.ones([self.conditional_size, units[0]], bool)])
+    self._masks = [m.astype(np.float64) for m in masks]
+    rng = np.random.default_rng(seed)
+    init = _check_init(init)
+    with self.name_scope:
+      self.layers = [_MaskedDense(m, rng, self.dtype, init, last=i == len(masks) - 1)
+                     for i, m in enumerate(self._masks)]
+
+  def _net(self, h):
+    for layer in self.layers[:-1]:
+      h = self.activation(layer(h))
+    return self.layers[-1](h)
+
+
+class _MaskedDense(tf.Module):
+  """``x (W * M) + b`` with a constant 0/1 mask ``M``."""
+
+  def __init__(self, mask, rng, dtype, init, last):
+    super().__init__()
+    kernel, bias = _init_values(rng, mask.shape[0], mask.shape[1], init, output=last,
+                                fan_in_per_unit=np.maximum(mask.sum(0), 1.))
+    self.mask = tf.constant(mask, dtype)
+    self.kernel = tf.Variable(kernel * mask, dtype=dtype, name="kernel")
+    self.bias = tf.Variable(bias, dtype=dtype, name="bias")
+
+  def __call__(self, x):
+    return tf.matmul(x, self.kernel * self.mask) + self.bias
 
 
 class _Conv(tf.Module):

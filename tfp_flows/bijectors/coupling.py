@@ -1,29 +1,44 @@
-"""Coupling layers: NICE additive coupling and RealNVP affine coupling.
+"""Coupling layers: one bijector with a pluggable element-wise transformer (NICE, RealNVP, NSF).
 
 A binary ``mask`` splits the event into entries that are kept (mask 1) and entries that are
-transformed (mask 0). The transformed entries move by a function of the kept ones::
+transformed (mask 0). Every transformed entry moves by a strictly increasing scalar map whose
+parameters are a function of the kept entries::
 
-    additive (NICE):   y_B = x_B + t(x_A)                       log|det J| = 0
-    affine (RealNVP):  y_B = x_B * exp(s(x_A)) + t(x_A)         log|det J| = sum s(x_A)
-                       y_A = x_A
+    y_A = x_A
+    y_B = f(x_B; theta(x_A))         log|det J| = sum_B log f'(x_B; theta(x_A))
 
-so the Jacobian is triangular and the inverse is explicit: ``x_B = (y_B - t(y_A)) exp(-s)``.
+so the Jacobian is triangular and the inverse is explicit: ``x_B = f^-1(y_B; theta(y_A))``.
+The map ``f`` is a transformer from ``tff.bijectors.transformers``:
+
+    AdditiveCoupling (NICE):    f(x) = x + t                              log-det 0
+    AffineCoupling (RealNVP):   f(x) = x exp(s) + t, s = b tanh(s_raw/b)  log-det sum s
+    SplineCoupling (NSF):       monotone rational-quadratic spline on [-B, B], identity outside
+    Coupling(mask, net, transformer=...):  any ``Transformer``
+
+Each layer evaluates its conditioner once per direction and gets the output and the log-det
+together; TFP's greedy-attribute cache stores the log-det with the ``(x, y)`` pair, so
+``log_prob`` (``inverse`` then ``inverse_log_det_jacobian``) runs each conditioner once.
 
 Conditioners: any callable ``net(x_kept) -> params`` (or ``net(x_kept, conditional_input=c)``
 when a ``conditional_input`` is passed through ``bijector_kwargs``), e.g. ``tff.nets.MLP``, a
-Keras 3 layer, a tf_keras layer or a plain function.
+Keras 3 layer, a tf_keras layer or a plain function. ``P = transformer.num_params`` parameters
+per transformed entry (1 additive, 2 affine, ``3K - 1`` spline):
 
 * Vector events (``mask`` of shape ``[D]``): the conditioner sees the ``d_A`` kept entries,
-  shape ``[..., d_A]``, and returns ``[..., d_B]`` (additive) or ``[..., 2 d_B]`` / a pair
-  ``(shift, log_scale)`` of ``[..., d_B]`` (affine). No compute is spent on masked zeros.
+  shape ``[..., d_A]``, and returns ``[..., P d_B]`` (``P`` blocks of ``d_B``: block ``j``
+  holds parameter ``j`` of every changed entry; for affine: shift first, then log-scale) or
+  a tuple of ``P`` tensors ``[..., d_B]``. No compute is spent on masked zeros.
 * Image events (``mask`` of shape ``[H, W, C]``): the conditioner sees ``x * mask``, shape
-  ``[..., H, W, C]``, and returns ``[..., H, W, C]`` (additive) or ``[..., H, W, 2C]`` / a pair
-  (affine); outputs at kept positions are ignored.
+  ``[..., H, W, C]``, and returns ``[..., H, W, P C]`` or a tuple of ``P`` tensors
+  ``[..., H, W, C]``; outputs at kept positions are ignored.
 
-Bounded log-scale (affine): ``s = b * tanh(s_raw / b)`` with ``b = log_scale_bound`` (3 by
+Bounded log-scale (affine): ``s = b tanh(s_raw / b)`` with ``b = log_scale_bound`` (3 by
 default). It equals ``s_raw`` near zero (so a zero-initialised network is the identity) and
 keeps every layer's scale within ``[e^-b, e^b]`` so training cannot overflow; pass ``None``
 for the unbounded RealNVP map.
+
+What the inverse costs: the same as the forward (one conditioner call; the spline's inverse
+is a closed-form quadratic root).
 
 #### Examples
 
@@ -32,10 +47,14 @@ for the unbounded RealNVP map.
     bij = tff.bijectors.AffineCoupling(mask, net)
     dist = tfd.TransformedDistribution(tfd.Sample(tfd.Normal(0., 1.), [4]), bij)
 
+    spline = tff.bijectors.SplineCoupling(
+        mask, tff.nets.MLP(2, 2 * 23, [64, 64]), num_bins=8, bound=5.)
+
 #### References
 
 [1] Dinh, Krueger, Bengio. NICE: Non-linear Independent Components Estimation. 2014.
 [2] Dinh, Sohl-Dickstein, Bengio. Density estimation using Real NVP. ICLR 2017.
+[3] Durkan, Bekasov, Murray, Papamakarios. Neural Spline Flows. NeurIPS 2019.
 """
 
 import numpy as np
@@ -45,16 +64,35 @@ import tensorflow_probability as tfp
 from tfp_flows import masks as masks_lib
 from tfp_flows import nets
 from tfp_flows import core
+from tfp_flows.bijectors import transformers as transformers_lib
 
 tfb = tfp.bijectors
 
-__all__ = ["AdditiveCoupling", "AffineCoupling"]
+__all__ = ["Coupling", "AdditiveCoupling", "AffineCoupling", "SplineCoupling", "check_event"]
 
 
 def _as_slice_or_indices(indices):
   if np.all(np.diff(indices) == 1):
     return slice(int(indices[0]), int(indices[-1]) + 1)
   return indices
+
+
+def check_event(x, event_shape, *, name, validate_args, what):
+  """``core.check_input``, plus a run-time check of the event shape whenever it is not known
+  statically (a ``tf.function`` or SavedModel signature with ``None`` dims), so a wrong event
+  size is an error naming both shapes rather than a silent truncation by the slices."""
+  x = core.check_input(x, event_shape, name=name, validate_args=validate_args, what=what)
+  k = len(event_shape)
+  if validate_args or (x.shape.rank is not None and x.shape[x.shape.rank - k:].is_fully_defined()):
+    return x  # checked statically, or dynamically by check_input
+  with tf.control_dependencies([tf.debugging.assert_equal(
+      tf.shape(x)[tf.rank(x) - k:], tf.constant(event_shape, tf.int32),
+      message=f"{name}: expected event shape {list(event_shape)} in the last {k} dims of {what} "
+              f"(x: the trailing dims of {what}, y: the expected ones)")]):
+    x = tf.identity(x)
+  x.set_shape(x.shape[:x.shape.rank - k].concatenate(event_shape) if x.shape.rank is not None
+              else None)
+  return x
 
 
 def _take(x, where):
@@ -64,17 +102,33 @@ def _take(x, where):
   return tf.gather(x, where, axis=-1)
 
 
-class _Coupling(core.DtypeChecked, tfb.Bijector):
-  """Mask bookkeeping, conditioner calls and checks shared by both couplings."""
+class Coupling(core.DtypeChecked, tfb.Bijector):
+  """Coupling layer ``y_B = f(x_B; conditioner(x_A))`` with any element-wise transformer.
 
-  _num_params = None  # 1 (shift) or 2 (shift, log-scale)
+  Args:
+    mask: 0/1 array of the event shape (``tff.masks``); 1 = kept, conditions the rest.
+    conditioner: callable ``x_kept -> params`` (shapes in the module docstring).
+    transformer: a ``tff.bijectors.transformers.Transformer`` or one of ``'additive'``,
+      ``'affine'``, ``'spline'`` (default settings).
+    conditional_shape: shape of the ``conditional_input`` the conditioner takes, if any.
+    validate_args: check event shapes and finiteness of inputs at run time.
+    dtype: float32 (default) or float64.
+    name: name of the bijector (used as the key of its ``bijector_kwargs`` in a Chain).
+  """
 
-  def __init__(self, mask, conditioner, *, conditional_shape, is_constant_jacobian,
-               validate_args, dtype, name, parameters):
+  def __init__(self, mask, conditioner, transformer="affine", conditional_shape=None,
+               validate_args=False, dtype=tf.float32, name="coupling"):
+    parameters = dict(locals())
+    self._build(mask, conditioner, transformers_lib.get(transformer), conditional_shape,
+                validate_args, dtype, name, parameters)
+
+  def _build(self, mask, conditioner, transformer, conditional_shape, validate_args, dtype,
+             name, parameters):
     with tf.name_scope(name) as name:
       if not callable(conditioner):
         raise TypeError(f"{name}: conditioner must be callable, got {type(conditioner).__name__}.")
       mask = masks_lib.validate_mask(mask)
+      self._transformer = transformer
       self._mask_np = mask
       self._event_shape = tuple(mask.shape)
       self._image = mask.ndim > 1
@@ -91,10 +145,15 @@ class _Coupling(core.DtypeChecked, tfb.Bijector):
         # Contiguous index sets are sliced (cheaper than a gather), others gathered.
         self._keep, self._change = _as_slice_or_indices(keep), _as_slice_or_indices(change)
         self._in_size, self._out_size = len(keep), len(change)
-        # Re-assembly: concat([x_keep, y_change]) gathered back into the event order.
-        self._restore = None if np.all(order == np.arange(len(order))) else np.argsort(order)
+        # Re-assembly: a concat in event order when the two parts are contiguous blocks,
+        # else concat([x_keep, y_change]) gathered back into the event order.
+        self._change_first = bool(change[-1] < keep[0])
+        if self._change_first or np.all(order == np.arange(len(order))):
+          self._restore = None
+        else:
+          self._restore = np.argsort(order)
       super().__init__(forward_min_event_ndims=mask.ndim,
-                       is_constant_jacobian=is_constant_jacobian,
+                       is_constant_jacobian=transformer.is_constant_jacobian,
                        validate_args=validate_args, dtype=dtype,
                        parameters=parameters, name=name)
       self._build_conditioner()
@@ -110,6 +169,11 @@ class _Coupling(core.DtypeChecked, tfb.Bijector):
   @property
   def conditioner(self):
     return self._conditioner
+
+  @property
+  def transformer(self):
+    """The element-wise map (``tff.bijectors.transformers``)."""
+    return self._transformer
 
   @property
   def conditional_shape(self):
@@ -137,7 +201,7 @@ class _Coupling(core.DtypeChecked, tfb.Bijector):
     self._conditioner_variables = nets.conditioner_variables(self._conditioner)
 
   def _params(self, x_keep, kwargs):
-    """Conditioner output split into ``_num_params`` tensors shaped like the changed part."""
+    """Conditioner output as ``[..., P, n]`` (``P`` parameters of ``n`` changed entries)."""
     # Conditioners always see one batch axis: [N, d_A] or [N, H, W, C].
     event_rank = 3 if self._image else 1
     lead = tf.shape(x_keep)[:tf.rank(x_keep) - event_rank]
@@ -149,26 +213,17 @@ class _Coupling(core.DtypeChecked, tfb.Bijector):
       c = tf.broadcast_to(c, tf.concat([lead, c_shape], 0))
       kwargs = dict(kwargs, conditional_input=tf.reshape(c, tf.concat([[-1], c_shape], 0)))
     out = self._conditioner(flat, **kwargs)
-    static_lead = (x_keep.shape[:x_keep.shape.rank - event_rank] if x_keep.shape.rank is not None
-                   else tf.TensorShape(None))
-
-    def unflatten(t):
-      t = tf.convert_to_tensor(t)
-      r = tf.reshape(t, tf.concat([lead, tf.shape(t)[1:]], 0))
-      r.set_shape(static_lead.concatenate(t.shape[1:]))
-      return r
-
-    out = [unflatten(o) for o in out] if isinstance(out, (tuple, list)) else unflatten(out)
-    k = self._num_params
+    k = self._transformer.num_params
     expected = self._event_shape[-1] if self._image else self._out_size
     if isinstance(out, (tuple, list)):
       parts = [tf.convert_to_tensor(o) for o in out]
       sizes = [p.shape[-1] for p in parts]
+      ok = len(parts) == k and all(p.shape[-1] == expected for p in parts)
     else:
-      out = tf.convert_to_tensor(out)
-      sizes = [out.shape[-1]]
-      parts = tf.split(out, k, axis=-1) if out.shape[-1] == k * expected else None
-    if parts is None or len(parts) != k or any(p.shape[-1] != expected for p in parts):
+      parts = [tf.convert_to_tensor(out)]
+      sizes = [parts[0].shape[-1]]
+      ok = sizes[0] == k * expected
+    if not ok:
       raise ValueError(
           f"{self.name}: conditioner output has last dim(s) {sizes}; expected one tensor "
           f"with last dim {k * expected} or {k} tensors with last dim {expected}.")
@@ -176,7 +231,16 @@ class _Coupling(core.DtypeChecked, tfb.Bijector):
       if p.dtype != self.dtype:
         raise TypeError(f"{self.name}: conditioner returned dtype {p.dtype.name}, expected "
                         f"{self.dtype.name}.")
-    return parts
+    if len(parts) == 1:
+      params = tf.reshape(parts[0], tf.concat([tf.shape(parts[0])[:-1], [k, expected]], 0))
+    else:
+      params = tf.stack(parts, axis=-2)
+    # Back to the caller's leading axes.
+    static_lead = (x_keep.shape[:x_keep.shape.rank - event_rank] if x_keep.shape.rank is not None
+                   else tf.TensorShape(None))
+    out = tf.reshape(params, tf.concat([lead, tf.shape(params)[1:]], 0))
+    out.set_shape(static_lead.concatenate(params.shape[1:]))
+    return out
 
   def _split(self, x, kwargs):
     """(kept part, changed part, conditioner params) of an input."""
@@ -189,24 +253,68 @@ class _Coupling(core.DtypeChecked, tfb.Bijector):
   def _merge(self, x_keep, y_change):
     if self._image:
       return x_keep + (1. - self._mask) * y_change
+    if self._change_first:
+      return tf.concat([y_change, x_keep], axis=-1)
     y = tf.concat([x_keep, y_change], axis=-1)
     return y if self._restore is None else tf.gather(y, self._restore, axis=-1)
 
   def _reduce_event(self, t):
-    """Sums log-scales over the changed entries of one event."""
+    """Sums element-wise log-derivatives over the changed entries of one event."""
     if self._image:
       return tf.reduce_sum((1. - self._mask) * t, axis=[-3, -2, -1])
     return tf.reduce_sum(t, axis=-1)
 
   def _check(self, x, what):
-    return core.check_input(x, self._event_shape, name=self.name,
-                             validate_args=self.validate_args, what=what)
+    return check_event(x, self._event_shape, name=self.name, validate_args=self.validate_args,
+                       what=what)
 
   def _cond_kwargs(self, conditional_input):
     return {} if conditional_input is None else {"conditional_input": conditional_input}
 
+  # One conditioner call gives both the output and the log-det: TFP's greedy-attribute cache
+  # stores the log-det with the (x, y) pair, so log_prob's inverse + inverse_log_det_jacobian
+  # evaluate each conditioner once (as tfb.FFJORD does).
+  _cache = core.BijectorCacheWithGreedyAttrs(
+      forward_name="_augmented_forward", inverse_name="_augmented_inverse")
 
-class AdditiveCoupling(_Coupling):
+  def _augmented_forward(self, x, conditional_input=None):
+    x_keep, x_change, params = self._split(self._check(x, "x"),
+                                           self._cond_kwargs(conditional_input))
+    y_change, log_det = self._transformer.forward(x_change, params)
+    fldj = self._reduce_event(log_det)
+    return self._merge(x_keep, y_change), {"fldj": fldj, "ildj": -fldj}
+
+  def _augmented_inverse(self, y, conditional_input=None):
+    y_keep, y_change, params = self._split(self._check(y, "y"),
+                                           self._cond_kwargs(conditional_input))
+    x_change, log_det = self._transformer.inverse(y_change, params)
+    ildj = self._reduce_event(log_det)
+    return self._merge(y_keep, x_change), {"ildj": ildj, "fldj": -ildj}
+
+  def _forward(self, x, conditional_input=None):
+    return self._augmented_forward(x, conditional_input)[0]
+
+  def _inverse(self, y, conditional_input=None):
+    return self._augmented_inverse(y, conditional_input)[0]
+
+  def _forward_log_det_jacobian(self, x, conditional_input=None):
+    if self._transformer.is_constant_jacobian:
+      return tf.zeros([], self.dtype)
+    cached = self._cache.forward_attributes(x, **self._cond_kwargs(conditional_input))
+    if "fldj" not in cached:
+      cached.update(self._augmented_forward(x, conditional_input)[1])
+    return cached["fldj"]
+
+  def _inverse_log_det_jacobian(self, y, conditional_input=None):
+    if self._transformer.is_constant_jacobian:
+      return tf.zeros([], self.dtype)
+    cached = self._cache.inverse_attributes(y, **self._cond_kwargs(conditional_input))
+    if "ildj" not in cached:
+      cached.update(self._augmented_inverse(y, conditional_input)[1])
+    return cached["ildj"]
+
+
+class AdditiveCoupling(Coupling):
   """NICE additive coupling ``y_B = x_B + t(x_A)``, volume preserving (log-det 0).
 
   Args:
@@ -218,33 +326,14 @@ class AdditiveCoupling(_Coupling):
     name: name of the bijector (used as the key of its ``bijector_kwargs`` in a Chain).
   """
 
-  _num_params = 1
-
   def __init__(self, mask, conditioner, conditional_shape=None, validate_args=False,
                dtype=tf.float32, name="additive_coupling"):
     parameters = dict(locals())
-    super().__init__(mask, conditioner, conditional_shape=conditional_shape,
-                     is_constant_jacobian=True, validate_args=validate_args, dtype=dtype,
-                     name=name, parameters=parameters)
-
-  def _forward(self, x, conditional_input=None):
-    x_keep, x_change, (shift,) = self._split(self._check(x, "x"),
-                                             self._cond_kwargs(conditional_input))
-    return self._merge(x_keep, x_change + shift)
-
-  def _inverse(self, y, conditional_input=None):
-    y_keep, y_change, (shift,) = self._split(self._check(y, "y"),
-                                             self._cond_kwargs(conditional_input))
-    return self._merge(y_keep, y_change - shift)
-
-  def _forward_log_det_jacobian(self, x, conditional_input=None):
-    return tf.zeros([], self.dtype)
-
-  def _inverse_log_det_jacobian(self, y, conditional_input=None):
-    return tf.zeros([], self.dtype)
+    self._build(mask, conditioner, transformers_lib.Shift(), conditional_shape, validate_args,
+                dtype, name, parameters)
 
 
-class AffineCoupling(_Coupling):
+class AffineCoupling(Coupling):
   """RealNVP affine coupling ``y_B = x_B * exp(s(x_A)) + t(x_A)`` with a bounded log-scale.
 
   Args:
@@ -258,62 +347,34 @@ class AffineCoupling(_Coupling):
     name: name of the bijector (used as the key of its ``bijector_kwargs`` in a Chain).
   """
 
-  _num_params = 2
-
   def __init__(self, mask, conditioner, log_scale_bound=3., conditional_shape=None,
                validate_args=False, dtype=tf.float32, name="affine_coupling"):
     parameters = dict(locals())
-    if log_scale_bound is not None and not log_scale_bound > 0:
-      raise ValueError(f"log_scale_bound must be positive or None, got {log_scale_bound}.")
-    self._log_scale_bound = log_scale_bound
-    super().__init__(mask, conditioner, conditional_shape=conditional_shape,
-                     is_constant_jacobian=False, validate_args=validate_args, dtype=dtype,
-                     name=name, parameters=parameters)
+    self._build(mask, conditioner, transformers_lib.Affine(log_scale_bound), conditional_shape,
+                validate_args, dtype, name, parameters)
 
-  def _shift_log_scale(self, params):
-    shift, raw = params
-    b = self._log_scale_bound
-    log_scale = raw if b is None else b * tf.math.tanh(raw / b)
-    return shift, log_scale
 
-  # One conditioner call gives both the output and the log-det: TFP's greedy-attribute cache
-  # stores the log-det with the (x, y) pair, so log_prob's inverse + inverse_log_det_jacobian
-  # evaluate each conditioner once (as tfb.FFJORD does).
-  _cache = core.BijectorCacheWithGreedyAttrs(
-      forward_name="_augmented_forward", inverse_name="_augmented_inverse")
+class SplineCoupling(Coupling):
+  """Rational-quadratic spline coupling (NSF, Durkan et al. 2019), identity outside the bound.
 
-  def _augmented_forward(self, x, conditional_input=None):
-    x_keep, x_change, params = self._split(self._check(x, "x"),
-                                           self._cond_kwargs(conditional_input))
-    shift, log_scale = self._shift_log_scale(params)
-    fldj = self._reduce_event(log_scale)
-    return self._merge(x_keep, x_change * tf.exp(log_scale) + shift), {"fldj": fldj,
-                                                                        "ildj": -fldj}
+  Args:
+    mask: 0/1 array of the event shape (``tff.masks``); 1 = kept, conditions the rest.
+    conditioner: callable ``x_kept -> params`` with ``3 num_bins - 1`` parameters per changed
+      entry (widths, heights, interior derivatives; parameter-major, see the module docstring).
+    num_bins: number of spline bins ``K``.
+    bound: the spline acts on ``[-bound, bound]``; outside it is the identity (linear tails).
+    min_bin_size, min_derivative: see ``transformers.RationalQuadraticSpline``.
+    conditional_shape: shape of the ``conditional_input`` the conditioner takes, if any.
+    validate_args: check event shapes and finiteness of inputs at run time.
+    dtype: float32 (default) or float64.
+    name: name of the bijector (used as the key of its ``bijector_kwargs`` in a Chain).
+  """
 
-  def _augmented_inverse(self, y, conditional_input=None):
-    y_keep, y_change, params = self._split(self._check(y, "y"),
-                                           self._cond_kwargs(conditional_input))
-    shift, log_scale = self._shift_log_scale(params)
-    ildj = -self._reduce_event(log_scale)
-    return self._merge(y_keep, (y_change - shift) * tf.exp(-log_scale)), {"ildj": ildj,
-                                                                           "fldj": -ildj}
-
-  def _forward(self, x, conditional_input=None):
-    return self._augmented_forward(x, conditional_input)[0]
-
-  def _inverse(self, y, conditional_input=None):
-    return self._augmented_inverse(y, conditional_input)[0]
-
-  def _forward_log_det_jacobian(self, x, conditional_input=None):
-    kwargs = self._cond_kwargs(conditional_input)
-    cached = self._cache.forward_attributes(x, **kwargs)
-    if "fldj" not in cached:
-      cached.update(self._augmented_forward(x, conditional_input)[1])
-    return cached["fldj"]
-
-  def _inverse_log_det_jacobian(self, y, conditional_input=None):
-    kwargs = self._cond_kwargs(conditional_input)
-    cached = self._cache.inverse_attributes(y, **kwargs)
-    if "ildj" not in cached:
-      cached.update(self._augmented_inverse(y, conditional_input)[1])
-    return cached["ildj"]
+  def __init__(self, mask, conditioner, num_bins=8, bound=5., min_bin_size=1e-3,
+               min_derivative=1e-3, conditional_shape=None, validate_args=False,
+               dtype=tf.float32, name="spline_coupling"):
+    parameters = dict(locals())
+    transformer = transformers_lib.RationalQuadraticSpline(num_bins, bound, min_bin_size,
+                                                           min_derivative)
+    self._build(mask, conditioner, transformer, conditional_shape, validate_args, dtype, name,
+                parameters)

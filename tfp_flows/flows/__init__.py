@@ -21,6 +21,7 @@ from tfp_flows.flows.coupling import nice, realnvp
 from tfp_flows.flows.gaussianization import gaussianization, rbig
 from tfp_flows.flows.image import masked_conv
 from tfp_flows.flows.planar import planar, radial
+from tfp_flows.flows.spline import nsf
 
 __all__ = ["distribution", "conditional_kwargs", "conditional_shape", "nice", "realnvp", "maf",
-           "iaf", "planar", "radial", "masked_conv", "gaussianization", "rbig"]
+           "iaf", "nsf", "planar", "radial", "masked_conv", "gaussianization", "rbig"]

@@ -1,10 +1,19 @@
-"""Autoregressive builders: MAF and IAF from TFP's ``MaskedAutoregressiveFlow``."""
+"""Autoregressive builders: MAF and IAF (``tff.bijectors.MaskedAutoregressiveFlow``, a TFP MAF).
+
+Each layer is a ``MaskedAutoregressiveFlow`` whose network is a ``tff.nets.MADE`` (masks as
+constants in the call, every layer in the flow's dtype) and whose element-wise map is a
+``tff.bijectors.transformers`` transformer (affine for MAF/IAF, a spline for ``nsf(...,
+autoregressive=True)``). Consecutive layers use reversed autoregressive orders (as a reversing
+permutation would, without a permutation op).
+"""
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
 from tfp_flows import core
+from tfp_flows import nets
+from tfp_flows.bijectors import transformers as transformers_lib
 from tfp_flows.bijectors.autoregressive import MaskedAutoregressiveFlow
 from tfp_flows.flows import _common
 
@@ -13,59 +22,69 @@ tfb = tfp.bijectors
 __all__ = ["maf", "iaf"]
 
 
-def _made_stack(event_shape, num_layers, hidden_units, activation, conditional_shape,
-                dtype, seed, name, invert):
-  d = _common.vector_size(event_shape, "maf" if not invert else "iaf")
+def made_stack(event_shape, num_layers, hidden_units, activation, transformer,
+               conditional_shape, net_init, validate_args, dtype, seed, family, name, invert):
+  """Data-side-first list of MAF layers (``tfb.Invert``-ed for IAF) on ``[D]`` events."""
+  d = _common.vector_size(event_shape, family)
   num_layers = _common.check_layers(num_layers)
   dtype = core.float_dtype(dtype)
-  tf_keras_seed = int(seed) if seed is not None else None
+  transformer = transformers_lib.get(transformer)
+  rng = np.random.default_rng(seed)
+  cond_size = 0 if conditional_shape is None else int(np.prod(
+      core.as_event_shape(conditional_shape)))
+  forward_order = np.arange(1, d + 1)
   layers = []
   for i in range(num_layers):
-    if i:
-      layers.append(tfb.Permute(np.arange(d)[::-1].astype(np.int32), name=f"{name}_permute_{i}"))
-    kwargs = {}
-    if conditional_shape is not None:
-      kwargs = dict(conditional=True,
-                    conditional_event_shape=list(core.as_event_shape(conditional_shape)))
-    made = tfb.AutoregressiveNetwork(
-        params=2, event_shape=[d], hidden_units=list(hidden_units), activation=activation,
-        kernel_initializer=_tf_keras_glorot(tf_keras_seed, i), dtype=dtype,
-        name=f"{name}_made_{i}", **kwargs)
-    # Build now: the network's variables must exist on return.
-    probe = tf.zeros([1, d], dtype)
-    if conditional_shape is not None:
-      made(probe, conditional_input=tf.zeros(
-          [1] + list(core.as_event_shape(conditional_shape)), dtype))
-    else:
-      made(probe)
-    layer = MaskedAutoregressiveFlow(made, conditional_shape=conditional_shape,
-                                     name=f"{name}_maf_{i}")
+    made = nets.MADE(d, transformer.num_params, hidden_units, activation,
+                     conditional_size=cond_size,
+                     order=forward_order if i % 2 == 0 else forward_order[::-1],
+                     init=net_init, dtype=dtype, seed=int(rng.integers(2**31)),
+                     name=f"{name}_made_{i}")
+    layer = MaskedAutoregressiveFlow(
+        params_fn=made, transformer=transformer,
+        conditional_shape=[cond_size] if cond_size else None, validate_args=validate_args,
+        dtype=dtype, name=f"{name}_maf_{i}")
     if invert:
-      layer = tfb.Invert(layer, name=f"{name}_iaf_{i}")
+      layer = tfb.Invert(layer, validate_args=validate_args, name=f"{name}_iaf_{i}")
     layers.append(layer)
-  return tfb.Chain(layers[::-1], name=name)
-
-
-def _tf_keras_glorot(seed, i):
-  import tf_keras  # TFP's AutoregressiveNetwork is a tf_keras layer.
-  return tf_keras.initializers.GlorotUniform(seed=None if seed is None else seed * 1000 + i)
+  return layers[::-1]
 
 
 def maf(event_shape, num_layers=4, hidden_units=(256, 256), activation="relu",
-        conditional_shape=None, dtype=tf.float32, seed=0, name="maf"):
-  """TFP's ``MaskedAutoregressiveFlow`` layers (MADE networks built now), reversed between.
+        log_scale_bound=3., conditional_shape=None, net_init="uniform", validate_args=False,
+        dtype=tf.float32, seed=0, name="maf"):
+  """Masked autoregressive flow: affine MAF layers, orders reversed between layers.
 
-  Density evaluation is one pass; sampling is sequential (D passes per layer).
+  Density evaluation is one network pass per layer; sampling is sequential (D passes).
+
+  Args:
+    event_shape: ``[D]`` with D >= 2.
+    num_layers: number of MAF layers.
+    hidden_units: hidden sizes of each ``tff.nets.MADE`` (each >= D - 1).
+    activation: activation of the MADEs.
+    log_scale_bound: bound ``b`` of the log-scales ``s = b tanh(s_raw / b)`` (``None``:
+      unbounded, TFP's map).
+    conditional_shape: shape of a conditional input fed to every layer, or None.
+    net_init: initialisation of the MADEs (``tff.nets.MADE``'s ``init``).
+    validate_args: check event shapes and finiteness of inputs in every layer.
+    dtype, seed, name: dtype of all variables (float64 is float64 throughout), seed of their
+      initial values, name prefix.
   """
-  return _made_stack(event_shape, num_layers, hidden_units, activation, conditional_shape,
-                     dtype, seed, name, invert=False)
+  return tfb.Chain(made_stack(event_shape, num_layers, hidden_units, activation,
+                              transformers_lib.Affine(log_scale_bound), conditional_shape,
+                              net_init, validate_args, dtype, seed, "maf", name, invert=False),
+                   validate_args=validate_args, name=name)
 
 
 def iaf(event_shape, num_layers=4, hidden_units=(256, 256), activation="relu",
-        conditional_shape=None, dtype=tf.float32, seed=0, name="iaf"):
+        log_scale_bound=3., conditional_shape=None, net_init="uniform", validate_args=False,
+        dtype=tf.float32, seed=0, name="iaf"):
   """Inverse autoregressive flow: ``tfb.Invert(MaskedAutoregressiveFlow)`` layers.
 
-  Sampling is one pass; density evaluation of external data is sequential.
+  Sampling is one pass per layer; density evaluation of external data is sequential. Arguments
+  as for ``maf``.
   """
-  return _made_stack(event_shape, num_layers, hidden_units, activation, conditional_shape,
-                     dtype, seed, name, invert=True)
+  return tfb.Chain(made_stack(event_shape, num_layers, hidden_units, activation,
+                              transformers_lib.Affine(log_scale_bound), conditional_shape,
+                              net_init, validate_args, dtype, seed, "iaf", name, invert=True),
+                   validate_args=validate_args, name=name)

@@ -1,7 +1,11 @@
 """Coupling-flow builders: NICE (additive couplings) and RealNVP (affine couplings).
 
 ``realnvp`` on ``[H, W, C]`` events builds the multi-scale image flow (``flows/image.py``).
+``coupling_stack`` is the shared vector-event stack (also used by ``nsf``): ``num_layers``
+couplings on half masks, consecutive layers transforming the other half.
 """
+
+import inspect
 
 import numpy as np
 import tensorflow as tf
@@ -10,7 +14,8 @@ import tensorflow_probability as tfp
 from tfp_flows import core
 from tfp_flows import masks as masks_lib
 from tfp_flows import nets
-from tfp_flows.bijectors.coupling import AdditiveCoupling, AffineCoupling
+from tfp_flows.bijectors import transformers as transformers_lib
+from tfp_flows.bijectors.coupling import AdditiveCoupling, AffineCoupling, Coupling
 from tfp_flows.bijectors.scaling import Scaling
 from tfp_flows.flows import _common
 from tfp_flows.flows.image import realnvp_image
@@ -19,31 +24,52 @@ tfb = tfp.bijectors
 
 __all__ = ["nice", "realnvp"]
 
+PERMUTATIONS = ("alternate", "reverse", "random")
 
-def _coupling_stack(event_shape, num_layers, hidden_units, dtype, seed, permutation,
-                    conditional_shape, make_layer, family, name):
+
+def coupling_stack(event_shape, num_layers, hidden_units, activation, transformer,
+                   permutation, conditional_shape, net_init, validate_args, dtype, seed,
+                   family, name, make_coupling=None):
+  """Data-side-first list of ``num_layers`` couplings on ``[D]`` events (and permutations).
+
+  ``permutation``: ``"alternate"`` (consecutive layers use complementary half masks: no
+  permutation op), ``"reverse"`` (a ``tfb.Permute`` reversing the entries between layers; the
+  same family of maps) or ``"random"`` (a seeded random ``tfb.Permute`` between layers).
+  ``make_coupling(mask, net, cond, layer_name)`` builds one layer (default: ``Coupling`` with
+  ``transformer``).
+  """
   d = _common.vector_size(event_shape, family)
   num_layers = _common.check_layers(num_layers)
   dtype = core.float_dtype(dtype)
+  if permutation not in PERMUTATIONS:
+    raise ValueError(f"permutation must be one of {PERMUTATIONS}, got {permutation!r}.")
+  transformer = transformers_lib.get(transformer)
   rng = np.random.default_rng(seed)
   cond_size = 0 if conditional_shape is None else int(np.prod(
       core.as_event_shape(conditional_shape)))
-  mask = masks_lib.half(d)
-  d_keep = int(mask.sum())
+  cond = None if not cond_size else [cond_size]
+  if make_coupling is None:
+    def make_coupling(mask, net, cond, layer_name):
+      return Coupling(mask, net, transformer, conditional_shape=cond,
+                      validate_args=validate_args, dtype=dtype, name=layer_name)
   layers = []
   for i in range(num_layers):
-    if i:
+    mask = masks_lib.half(d, invert=permutation == "alternate" and i % 2 == 1)
+    if i and permutation != "alternate":
       layers.append(_common.permutation(d, permutation, rng, dtype, f"{name}_permute_{i}"))
-    layer = make_layer(i, mask, d_keep, d - d_keep, cond_size, int(rng.integers(2**31)))
-    layers.append(layer)
+    d_keep = int(mask.sum())
+    net = nets.MLP(d_keep, transformer.num_params * (d - d_keep), hidden_units, activation,
+                   cond_size, dtype, int(rng.integers(2**31)), name=f"{name}_net_{i}",
+                   init=net_init)
+    layers.append(make_coupling(mask, net, cond, f"{name}_coupling_{i}"))
   # tfb.Chain applies the last bijector first: list them data-side first.
   return layers[::-1]
 
 
 def nice(event_shape, num_layers=4, hidden_units=(256, 256), activation="relu",
-         scaling=True, permutation="reverse", conditional_shape=None, dtype=tf.float32,
-         seed=0, name="nice"):
-  """NICE: additive couplings (half masks, permuted between layers) and a diagonal scaling.
+         scaling=True, permutation="alternate", conditional_shape=None, net_init="uniform",
+         validate_args=False, dtype=tf.float32, seed=0, name="nice"):
+  """NICE: additive couplings on alternating half masks and a diagonal scaling.
 
   Args:
     event_shape: ``[D]`` with D >= 2.
@@ -52,61 +78,69 @@ def nice(event_shape, num_layers=4, hidden_units=(256, 256), activation="relu",
     activation: activation of the MLPs.
     scaling: append NICE's ``Scaling`` layer (log-det sum(s)); without it the flow is
       volume preserving.
-    permutation: 'reverse' or 'random' (seeded) permutation between couplings.
+    permutation: ``'alternate'`` (complementary masks), ``'reverse'`` or ``'random'``
+      (seeded) permutation between couplings; see ``coupling_stack``.
     conditional_shape: shape of a conditional input fed to every coupling, or None.
+    net_init: initialisation of the MLPs (``tff.nets.MLP``'s ``init``).
+    validate_args: check event shapes and finiteness of inputs in every layer.
     dtype, seed, name: dtype of all variables, seed of their initial values, name prefix.
   """
-  def make_layer(i, mask, d_keep, d_change, cond_size, layer_seed):
-    net = nets.MLP(d_keep, d_change, hidden_units, activation, cond_size, dtype, layer_seed,
-                   name=f"{name}_net_{i}")
-    cond = None if not cond_size else [cond_size]
-    return AdditiveCoupling(mask, net, conditional_shape=cond, dtype=dtype,
-                            name=f"{name}_coupling_{i}")
+  def make_coupling(mask, net, cond, layer_name):
+    return AdditiveCoupling(mask, net, conditional_shape=cond, validate_args=validate_args,
+                            dtype=dtype, name=layer_name)
 
-  layers = _coupling_stack(event_shape, num_layers, hidden_units, dtype, seed, permutation,
-                           conditional_shape, make_layer, "nice", name)
+  layers = coupling_stack(event_shape, num_layers, hidden_units, activation, "additive",
+                          permutation, conditional_shape, net_init, validate_args, dtype, seed,
+                          "nice", name, make_coupling)
   if scaling:
-    layers.append(Scaling(core.as_event_shape(event_shape), dtype=dtype,
-                          name=f"{name}_scaling"))
-  return tfb.Chain(layers, name=name)
+    layers.append(Scaling(core.as_event_shape(event_shape), validate_args=validate_args,
+                          dtype=dtype, name=f"{name}_scaling"))
+  return tfb.Chain(layers, validate_args=validate_args, name=name)
 
 
 def realnvp(event_shape, num_layers=None, hidden_units=None, activation="relu",
-            log_scale_bound=3., permutation="reverse", conditional_shape=None,
-            dtype=tf.float32, seed=0, name="realnvp", **image_kwargs):
-  """RealNVP: affine couplings with bounded log-scales, permuted between layers.
+            log_scale_bound=3., permutation="alternate", conditional_shape=None,
+            net_init="uniform", validate_args=False, dtype=tf.float32, seed=0, name="realnvp",
+            **image_kwargs):
+  """RealNVP: affine couplings with bounded log-scales on alternating half masks.
 
   Args:
     event_shape: ``[D]`` (vectors) or ``[H, W, C]`` (the multi-scale image flow: see
-      ``_realnvp_image`` for its extra arguments ``num_scales``, ``num_blocks``, ``actnorm``).
+      ``flows.image.realnvp_image`` for its extra arguments ``num_scales``, ``num_blocks``,
+      ``actnorm``).
     num_layers: number of affine coupling layers (vectors, default 8); for images, couplings
       per mask block (default 3).
     hidden_units: hidden sizes of each coupling's MLP (``tff.nets.MLP``; default (256, 256));
       for images the channels of each ``tff.nets.ConvResNet`` (default 64).
     activation: activation of the networks.
     log_scale_bound: bound ``b`` of the soft-clamped log-scale (see ``AffineCoupling``).
-    permutation: 'reverse' or 'random' (seeded) permutation between couplings (vectors).
+    permutation: ``'alternate'`` (complementary masks), ``'reverse'`` or ``'random'``
+      (seeded) permutation between couplings (vectors; see ``coupling_stack``).
     conditional_shape: shape of a conditional input fed to every coupling, or None.
+    net_init: initialisation of the MLPs (vectors; ``tff.nets.MLP``'s ``init``).
+    validate_args: check event shapes and finiteness of inputs in every layer.
     dtype, seed, name: dtype of all variables, seed of their initial values, name prefix.
   """
   shape = core.as_event_shape(event_shape)
   if len(shape) == 3:
+    if validate_args:
+      if "validate_args" not in inspect.signature(realnvp_image).parameters:
+        raise ValueError("realnvp: validate_args=True is not available for image flows yet.")
+      image_kwargs["validate_args"] = True
     return realnvp_image(shape, num_layers=3 if num_layers is None else num_layers,
-                          hidden_units=64 if hidden_units is None else hidden_units,
-                          activation=activation, log_scale_bound=log_scale_bound,
-                          conditional_shape=conditional_shape, dtype=dtype, seed=seed,
-                          name=name, **image_kwargs)
+                         hidden_units=64 if hidden_units is None else hidden_units,
+                         activation=activation, log_scale_bound=log_scale_bound,
+                         conditional_shape=conditional_shape, dtype=dtype, seed=seed,
+                         name=name, **image_kwargs)
   if image_kwargs:
     raise TypeError(f"unexpected arguments for vector RealNVP: {sorted(image_kwargs)}.")
-  num_layers = 8 if num_layers is None else num_layers
-  hidden_units = (256, 256) if hidden_units is None else hidden_units
-
-  def make_layer(i, mask, d_keep, d_change, cond_size, layer_seed):
-    net = nets.MLP(d_keep, 2 * d_change, hidden_units, activation, cond_size, dtype,
-                   layer_seed, name=f"{name}_net_{i}")
-    cond = None if not cond_size else [cond_size]
+  def make_coupling(mask, net, cond, layer_name):
     return AffineCoupling(mask, net, log_scale_bound=log_scale_bound, conditional_shape=cond,
-                          dtype=dtype, name=f"{name}_coupling_{i}")
+                          validate_args=validate_args, dtype=dtype, name=layer_name)
 
-  return tfb.Chain(_coupling_stack(shape, num_layers, hidden_units, dtype, seed, permutation,
-                                   conditional_shape, make_layer, "realnvp", name), name=name)
+  layers = coupling_stack(
+      shape, 8 if num_layers is None else num_layers,
+      (256, 256) if hidden_units is None else hidden_units, activation,
+      transformers_lib.Affine(log_scale_bound), permutation, conditional_shape, net_init,
+      validate_args, dtype, seed, "realnvp", name, make_coupling)
+  return tfb.Chain(layers, validate_args=validate_args, name=name)

@@ -1,0 +1,348 @@
+"""Density quality per family against zuko: KL on 2-D densities with exact log-densities, and
+bits/dim on 8x8 digits, at identical sizes and training budget; NSF vs RealNVP step time.
+
+Every family is trained by maximum likelihood with Adam (learning rate ``--lr``, 1e-3) for
+``--steps`` steps (3000) on batches of ``--batch`` (512) fresh samples, the same sample stream
+for both libraries; networks are MLPs ``--hidden`` (64x64) with ReLU. Sizes (as in issue 13):
+
+=================  ==========================================  ================================
+family             tfp_flows                                   zuko (PyTorch)
+=================  ==========================================  ================================
+nice               ``nice``: 8 additive couplings + Scaling    8 additive couplings
+                                                               (``AdditiveTransform``) + a
+                                                               learnt element-wise affine
+realnvp            ``realnvp``: 8 affine couplings             ``RealNVP(transforms=8)``
+maf                ``maf``: 5 layers                           ``MAF(transforms=5)``
+nsf                ``nsf``: 5 spline couplings, 8 bins         ``NSF(transforms=5, passes=2)``
+nsf_ar             ``nsf(autoregressive=True)``: 5 layers      ``NSF(transforms=5)``
+gaussianization    ``gaussianization``: 8 layers, 8 comp.      ``GF(transforms=8, components=8)``
+planar             ``planar``: 8 layers                        (no zuko counterpart)
+=================  ==========================================  ================================
+
+2-D densities (``tff.datasets.toy``, each with an exact log-density): ``8gaussians``,
+``checkerboard``, ``2spirals`` and ``6gaussians`` (six anisotropic, unequally weighted
+Gaussians). Metric: KL(data || model) = mean over ``--test`` (50k) fresh data points of
+``log p_data(x) - log q(x)``, with the standard error of that mean.
+
+Digits: scikit-learn's 8x8 digits as 64-D vectors, dequantised with fresh uniform noise every
+step and logit-preprocessed (RealNVP's, alpha = 0.05) in numpy, identically for both
+libraries; the flow models the logit-space vector and the preprocessing's exact log-det is
+added back. Metric: test bits/dim (one fixed noise draw per test image) on the dequantised
+pixels ``u in [0, 17)^64``; uniform = log2(17) = 4.09.
+
+Step time: the training step of ``nsf`` over that of ``realnvp`` at equal size (5 layers,
+the same MLPs, batch 512, D = 2), timed interleaved (``_common.interleaved_times``).
+
+    python benchmarks/bench_density.py                         # everything (one run)
+    python benchmarks/bench_density.py --quick                 # smoke run (tiny budget)
+    python benchmarks/bench_density.py --only nsf,realnvp --densities 6gaussians --seeds 0,1
+
+Results: a table per density and ``benchmarks/results/density.json`` (``density_quick.json``
+for ``--quick``; ``--tag`` appends a suffix).
+"""
+
+import argparse
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _common  # noqa: E402
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+import tfp_flows as tff  # noqa: E402
+
+FAMILIES = ("nice", "realnvp", "maf", "nsf", "nsf_ar", "gaussianization", "planar")
+DENSITIES = ("8gaussians", "checkerboard", "2spirals", "6gaussians", "digits")
+LAYERS = {"nice": 8, "realnvp": 8, "maf": 5, "nsf": 5, "nsf_ar": 5, "gaussianization": 8,
+          "planar": 8}
+ALPHA = 0.05  # RealNVP's logit preprocessing
+BINS = tff.datasets.DIGITS_NUM_BINS
+
+
+# ----------------------------------------------------------------------------------- ours
+
+def make_ours(family, d, hidden, seed):
+  layers = LAYERS[family]
+  if family == "nice":
+    flow = tff.flows.nice([d], num_layers=layers, hidden_units=hidden, seed=seed)
+  elif family == "realnvp":
+    flow = tff.flows.realnvp([d], num_layers=layers, hidden_units=hidden, seed=seed)
+  elif family == "maf":
+    flow = tff.flows.maf([d], num_layers=layers, hidden_units=hidden, seed=seed)
+  elif family == "nsf":
+    flow = tff.flows.nsf([d], num_layers=layers, hidden_units=hidden, seed=seed)
+  elif family == "nsf_ar":
+    flow = tff.flows.nsf([d], num_layers=layers, hidden_units=hidden, autoregressive=True,
+                         seed=seed)
+  elif family == "gaussianization":
+    flow = tff.flows.gaussianization([d], num_layers=layers, num_components=8, seed=seed)
+  elif family == "planar":
+    flow = tff.flows.planar([d], num_layers=layers, seed=seed)
+  else:
+    raise ValueError(family)
+  return tff.flows.distribution(flow, [d])
+
+
+def train_ours(family, d, hidden, seed, batches, lr):
+  """Trains on the batch stream; returns (log_prob over numpy, train seconds, final loss)."""
+  return train_distribution(make_ours(family, d, hidden, seed), batches, lr)
+
+
+def train_distribution(dist, batches, lr):
+  """Maximum likelihood with Adam(lr) over the stream ``batches``; as ``train_ours``."""
+  import keras
+  dist.log_prob(tf.constant(next(iter(batches(0, 1)))))  # data-dependent init, if any
+  step = tff.train.make_ml_step(dist, keras.optimizers.Adam(lr))
+  losses = []
+  t0 = time.perf_counter()
+  for xb in batches(0, None):
+    losses.append(step(tf.constant(xb)))
+  final = float(losses[-1])
+  seconds = time.perf_counter() - t0
+  return (lambda x: tff.train.batched_log_prob(dist, x)), seconds, final
+
+
+# ----------------------------------------------------------------------------------- zuko
+
+def make_zuko(family, d, hidden):
+  import torch
+  import zuko
+  layers = LAYERS[family]
+  hidden = tuple(hidden)
+  if family == "nice":
+    coupling = [zuko.flows.coupling.GeneralCouplingTransform(
+        d, mask=torch.arange(d) % 2 == i % 2, univariate=zuko.transforms.AdditiveTransform,
+        shapes=[()], hidden_features=hidden) for i in range(layers)]
+    scale = zuko.flows.UnconditionalTransform(
+        zuko.transforms.MonotonicAffineTransform, torch.zeros(d), torch.zeros(d))
+    base = zuko.flows.UnconditionalDistribution(
+        zuko.distributions.DiagNormal, torch.zeros(d), torch.ones(d), buffer=True)
+    return zuko.flows.Flow(coupling + [scale], base)
+  if family == "realnvp":
+    return zuko.flows.RealNVP(d, transforms=layers, hidden_features=hidden)
+  if family == "maf":
+    return zuko.flows.MAF(d, transforms=layers, hidden_features=hidden)
+  if family == "nsf":
+    return zuko.flows.NSF(d, transforms=layers, passes=2, hidden_features=hidden)
+  if family == "nsf_ar":
+    return zuko.flows.NSF(d, transforms=layers, hidden_features=hidden)
+  if family == "gaussianization":
+    return zuko.flows.GF(d, transforms=layers, components=8)
+  return None
+
+
+def train_zuko(family, d, hidden, seed, batches, lr):
+  import torch
+  torch.manual_seed(seed)
+  # One thread: on a shared machine PyTorch's spinning worker threads slowed these small
+  # steps many times over; quality, not speed, is measured here.
+  torch.set_num_threads(1)
+  flow = make_zuko(family, d, hidden)
+  if flow is None:
+    return None
+  opt = torch.optim.Adam(flow.parameters(), lr)
+  t0 = time.perf_counter()
+  for xb in batches(0, None):
+    loss = -flow().log_prob(torch.from_numpy(xb)).mean()
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+  final = float(loss)
+  seconds = time.perf_counter() - t0
+
+  def log_prob(x):
+    out = []
+    with torch.no_grad():
+      for i in range(0, len(x), 8192):
+        out.append(flow().log_prob(torch.from_numpy(np.asarray(x[i:i + 8192]))).double().numpy())
+    return np.concatenate(out)
+
+  return log_prob, seconds, final
+
+
+# ----------------------------------------------------------------------------------- data
+
+class Toy:
+  """A 2-D density: a stream of training batches and a fixed test set with exact log p."""
+
+  def __init__(self, name, args):
+    self.name, self.d = name, 2
+    self.density = tff.datasets.toy(name)
+    self.x_test = self.density.sample(args.test, seed=12345)
+    self.log_p_test = self.density.log_prob(self.x_test)
+    self.args = args
+
+  def batches(self, seed):
+    steps, batch = self.args.steps, self.args.batch
+    x = self.density.sample(steps * batch, seed=1000 + seed)
+
+    def gen(start, count):
+      stop = steps if count is None else min(steps, start + count)
+      for i in range(start, stop):
+        yield x[i * batch:(i + 1) * batch]
+    return gen
+
+  def score(self, log_prob):
+    diff = self.log_p_test - log_prob(self.x_test)
+    return _common.mean_and_stderr(diff)
+
+
+def _logit_preprocess(u):
+  """RealNVP's logit on dequantised pixels u in [0, 17): (z, log|dz/du| per image)."""
+  p = ALPHA + (1 - 2 * ALPHA) * u / BINS
+  z = np.log(p) - np.log1p(-p)
+  log_det = np.sum(np.log((1 - 2 * ALPHA) / BINS) - np.log(p) - np.log1p(-p), axis=-1)
+  return z.astype(np.float32), log_det
+
+
+class Digits:
+  """64-D digits in logit space: fresh dequantisation noise per batch; test bits/dim."""
+
+  def __init__(self, args):
+    self.name, self.d = "digits", 64
+    train, test = tff.datasets.digits()
+    self.train = train.reshape(len(train), -1).astype(np.float64)
+    rng = np.random.default_rng(777)
+    u_test = test.reshape(len(test), -1) + rng.uniform(size=(len(test), 64))
+    self.z_test, self.log_det_test = _logit_preprocess(u_test)
+    self.args = args
+
+  def batches(self, seed):
+    steps, batch = self.args.steps, self.args.batch
+
+    def gen(start, count):
+      rng = np.random.default_rng(2000 + seed + start)
+      stop = steps if count is None else min(steps, start + count)
+      for _ in range(start, stop):
+        idx = rng.integers(0, len(self.train), batch)
+        yield _logit_preprocess(self.train[idx] + rng.uniform(size=(batch, 64)))[0]
+    return gen
+
+  def score(self, log_prob):
+    log_p_u = log_prob(self.z_test) + self.log_det_test
+    bpd = -log_p_u / (64 * np.log(2.))
+    return _common.mean_and_stderr(bpd)
+
+
+# ----------------------------------------------------------------------------------- runs
+
+def quality(args, env):
+  rows = []
+  for name in args.densities:
+    data = Digits(args) if name == "digits" else Toy(name, args)
+    hidden = args.digits_hidden if name == "digits" else args.hidden
+    for family in args.only:
+      for seed in args.seeds:
+        for lib, train in (("tfp_flows", train_ours), ("zuko", train_zuko)):
+          if lib not in args.libs:
+            continue
+          out = train(family, data.d, hidden, seed, data.batches(seed), args.lr)
+          if out is None:
+            continue
+          log_prob, seconds, final_loss = out
+          mean, se = data.score(log_prob)
+          row = {"density": name, "family": family, "library": lib, "seed": seed,
+                 "metric": "bits/dim" if name == "digits" else "KL nats", "value": mean,
+                 "stderr": se, "train_seconds": seconds, "final_loss": final_loss,
+                 "steps": args.steps}
+          rows.append(row)
+          print(f"  {name:12s} {family:16s} {lib:9s} seed {seed}: {row['metric']} "
+                f"{mean:.4f} +- {se:.4f}  ({seconds:.0f} s)", flush=True)
+          _common.write_results(args.out_name, {"args": vars(args), "quality": rows},
+                                env)
+  return rows
+
+
+def step_time(args):
+  """NSF vs RealNVP training step at equal size (layers, MLPs, batch), interleaved."""
+  import keras
+  d, layers, batch = 2, 5, args.batch
+  x = tf.constant(tff.datasets.toy("6gaussians").sample(batch, seed=0))
+  steps = {}
+  for family, builder in (("realnvp", tff.flows.realnvp), ("nsf", tff.flows.nsf)):
+    dist = tff.flows.distribution(builder([d], num_layers=layers, hidden_units=args.hidden),
+                                  [d])
+    step = tff.train.make_ml_step(dist, keras.optimizers.Adam(1e-4))
+    steps[family] = (lambda step=step: step(x))
+  times = _common.interleaved_times(steps, calls=args.timing_calls, rounds=args.timing_rounds)
+  return {"config": {"d": d, "layers": layers, "hidden": list(args.hidden), "batch": batch,
+                     "jit_compile": True},
+          "ms_per_step": {k: 1e3 * v for k, v in times.items()},
+          "nsf_over_realnvp": times["nsf"] / times["realnvp"]}
+
+
+def summary_tables(rows):
+  out = []
+  for name in dict.fromkeys(r["density"] for r in rows):
+    sub = [r for r in rows if r["density"] == name]
+    table = []
+    for family in dict.fromkeys(r["family"] for r in sub):
+      cells = [family]
+      for lib in ("tfp_flows", "zuko"):
+        vals = [r for r in sub if r["family"] == family and r["library"] == lib]
+        if not vals:
+          cells.append(None)
+          continue
+        mean = np.mean([r["value"] for r in vals])
+        se = np.sqrt(np.sum([r["stderr"] ** 2 for r in vals])) / len(vals)
+        cells.append(f"{mean:.4f} ± {se:.4f}" + (f" ({len(vals)} seeds)" if len(vals) > 1
+                                                  else ""))
+      table.append(cells)
+    metric = sub[0]["metric"]
+    out.append(_common.table(["family", f"tfp_flows {metric}", f"zuko {metric}"], table,
+                             title=name))
+  return out
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--quick", action="store_true", help="tiny budgets (smoke run)")
+  parser.add_argument("--only", default=",".join(FAMILIES), help="families, comma-separated")
+  parser.add_argument("--densities", default=",".join(DENSITIES))
+  parser.add_argument("--libs", default="tfp_flows,zuko")
+  parser.add_argument("--seeds", default="0")
+  parser.add_argument("--steps", type=int, default=3000)
+  parser.add_argument("--batch", type=int, default=512)
+  parser.add_argument("--lr", type=float, default=1e-3)
+  parser.add_argument("--hidden", default="64,64")
+  parser.add_argument("--digits-hidden", default="64,64")
+  parser.add_argument("--test", type=int, default=50000)
+  parser.add_argument("--skip-timing", action="store_true")
+  parser.add_argument("--tag", default="")
+  args = parser.parse_args()
+  args.only = [f for f in args.only.split(",") if f]
+  bad = sorted(set(args.only) - set(FAMILIES))
+  if bad:
+    parser.error(f"unknown families {bad}; choose from {list(FAMILIES)}")
+  args.densities = [n for n in args.densities.split(",") if n]
+  bad = sorted(set(args.densities) - set(DENSITIES))
+  if bad:
+    parser.error(f"unknown densities {bad}; choose from {list(DENSITIES)}")
+  args.libs = args.libs.split(",")
+  args.seeds = [int(s) for s in args.seeds.split(",")]
+  args.hidden = [int(h) for h in args.hidden.split(",")]
+  args.digits_hidden = [int(h) for h in args.digits_hidden.split(",")]
+  args.timing_calls, args.timing_rounds = 50, 15
+  if args.quick:
+    args.steps, args.test = 30, 2000
+    args.timing_calls, args.timing_rounds = 5, 3
+  args.out_name = ("density_quick" if args.quick else "density") + args.tag
+  env = _common.environment()
+  print(_common.header_line(env), flush=True)
+  result = {"args": vars(args)}
+  result["quality"] = quality(args, env)
+  result["tables"] = summary_tables(result["quality"])
+  if not args.skip_timing:
+    result["step_time"] = step_time(args)
+    st = result["step_time"]
+    print(f"\nstep time, D=2, 5 layers, MLP {args.hidden}, batch {args.batch}: "
+          + ", ".join(f"{k} {v:.2f} ms" for k, v in st["ms_per_step"].items())
+          + f"; nsf / realnvp = {st['nsf_over_realnvp']:.2f}")
+  _common.write_results(args.out_name, result, env)
+
+
+if __name__ == "__main__":
+  main()
