@@ -21,6 +21,7 @@ import tensorflow_probability as tfp
 # TF/TFP internals: imported here and nowhere else. The versions they were checked against are
 # ``SUPPORTED_VERSIONS`` (also the bounds in pyproject.toml; tests/test_core.py pins them).
 from tensorflow.python.eager import record as _record
+from tensorflow.python.ops import control_flow_util as _control_flow_util
 from tensorflow_probability.python.bijectors import invert as _invert_lib
 from tensorflow_probability.python.internal import cache_util as _cache_util
 from tensorflow_probability.python.internal import parameter_properties as _parameter_properties
@@ -46,6 +47,17 @@ INVERT_TYPES = (tfb.Invert, _invert_lib._Invert)  # pylint: disable=protected-ac
 
 stop_recording = _record.stop_recording
 """Context manager pausing every gradient tape (used by the fixed-point solver's loop)."""
+
+
+def in_xla_context():
+  """True while tracing a function compiled by XLA (``jit_compile=True``).
+
+  XLA drops ``tf.debugging`` assertions and cannot compile ``tf.print``: code that reports
+  problems at run time checks this and leaves the report to the caller's result fields.
+  """
+  if tf.executing_eagerly():
+    return False
+  return bool(_control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph()))
 
 
 def float_dtype(dtype):
