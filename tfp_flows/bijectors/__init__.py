@@ -5,6 +5,7 @@ forward = base -> data (the sampling direction); inverse = data -> base (density
 
 from tfp_flows.bijectors.autoregressive import MaskedAutoregressiveFlow
 from tfp_flows.bijectors.coupling import AdditiveCoupling, AffineCoupling
+from tfp_flows.bijectors.glow import InvertibleConv1x1
 from tfp_flows.bijectors.masked_conv import LinearMaskedConv2D, MaskedConv2D
 from tfp_flows.bijectors.scaling import ActNorm, Scaling
 from tfp_flows.bijectors.reshape import FactorOut, Squeeze
@@ -15,4 +16,4 @@ from tfp_flows.bijectors.gaussianization import HouseholderRotation, MarginalGau
 __all__ = ["AdditiveCoupling", "AffineCoupling", "Scaling", "Planar", "Radial",
            "ActNorm", "Squeeze", "FactorOut", "Dequantize", "Logit", "bits_per_dim", "dequantize",
            "MarginalGaussianization", "HouseholderRotation",
-           "MaskedConv2D", "LinearMaskedConv2D", "MaskedAutoregressiveFlow"]
+           "MaskedConv2D", "LinearMaskedConv2D", "InvertibleConv1x1", "MaskedAutoregressiveFlow"]
