@@ -139,7 +139,7 @@ def glow(event_shape, num_levels=2, num_steps=4, hidden_units=64, num_blocks=1,
     hh, ww, cc = shape
     sq = [hh // 2, ww // 2, 4 * cc]
     layers = [tfb.Invert(Squeeze(name=f"{prefix}_squeeze", **common),
-                         name=f"{prefix}_squeeze_inv")]
+                         validate_args=validate_args, name=f"{prefix}_squeeze_inv")]
     for i in range(num_steps):
       layers += step(sq, i, f"{prefix}_step{i}")
     if index < num_levels - 1:
