@@ -162,6 +162,20 @@ REGISTRY += [
          lambda dt: tff.bijectors.MaskedConv2D([2, 2, 2], hidden_channels=4, dtype=dt),
          (2, 2, 2), batch=2),
 ]
+# Glow (issue 14): the LU-parameterised 1x1 convolution on vectors and images, and the builder
+# (ActNorm without data init so the randomised variables are what is tested; its data init is
+# tested with the builder in tests/test_glow.py). The randomisation scale is small: Glow's
+# sigmoid scale makes the latent -> data direction expand without bound for large raw scales.
+REGISTRY += [
+    Case("invertible_conv1x1_vector",
+         lambda dt: tff.bijectors.InvertibleConv1x1(3, seed=1, dtype=dt), (3,)),
+    Case("invertible_conv1x1_image",
+         lambda dt: tff.bijectors.InvertibleConv1x1(4, seed=2, dtype=dt), (3, 3, 4), batch=4),
+    Case("glow_multiscale",
+         lambda dt: tff.flows.glow([4, 4, 1], num_levels=2, num_steps=1, hidden_units=4,
+                                   num_blocks=0, actnorm=False, dtype=dt, seed=3),
+         (4, 4, 1), batch=3, scale=0.1),
+]
 # Gaussianization (issue 6): data_init=False so the randomised variables are what is tested
 # (data-dependent init is tested in tests/test_gaussianization.py). Densities are integrated
 # in 1-D (one marginal layer) and 2-D (the stack); D = 3 marginals are checked against scipy

@@ -122,7 +122,8 @@ def test_solve_reports_convergence(solver, order):
   assert result.solution.shape == z.shape and result.converged.shape == z.shape
   assert 1 <= int(result.num_iterations) < 500
   np.testing.assert_allclose(bij.inverse(tf.constant(result.solution.numpy())), z, atol=1e-10)
-  short = bij.solve_forward(z, max_iterations=1)
+  with pytest.warns(tff.numerics.FixedPointWarning, match="did not converge in 1 iterations"):
+    short = bij.solve_forward(z, max_iterations=1)
   assert not short.converged.numpy().all() and int(short.num_iterations) == 1
 
 
@@ -229,3 +230,92 @@ def test_builder_trains_by_maximum_likelihood_on_digits():
   z = tf.random.stateless_normal([4, 8, 8, 1], seed=[1, 2])
   y = flow.forward(z)
   np.testing.assert_allclose(flow.inverse(tf.constant(y.numpy())), z, atol=1e-3, rtol=1e-3)
+
+
+# TFP conventions (issue 11): parameters are the constructor's arguments, variables are shared.
+
+@pytest.mark.parametrize("make", [
+    lambda: MaskedConv2D([3, 3, 2], hidden_channels=4, order="reverse", seed=1),
+    lambda: LinearMaskedConv2D([3, 4, 2], order="reverse", seed=2)], ids=["mintnet", "linear"])
+def test_parameters_rebuild_the_same_map_with_the_same_variables(make):
+  bij = make()
+  tff.testing.randomize_variables(bij, scale=0.3, seed=3)  # "trained": not the initial values
+  y = tf.random.stateless_normal([2] + list(bij.event_shape), seed=[1, 2])
+  for rebuilt in (type(bij)(**bij.parameters), bij.copy()):
+    assert all(v is w for v, w in zip(rebuilt.trainable_variables, bij.trainable_variables))
+    np.testing.assert_array_equal(rebuilt.inverse(y), bij.inverse(y))
+  assert "self" not in bij.parameters and bij.parameters["name"] in ("masked_conv2d",
+                                                                    "linear_masked_conv2d")
+  assert set(bij.parameters) <= set(type(bij).__init__.__code__.co_varnames)
+
+
+def test_tensor_parameters_are_used_as_given():
+  raw = tf.Variable(tf.zeros([3, 3, 1]))
+  with tf.GradientTape() as tape:
+    bij = MaskedConv2D([3, 3, 1], hidden_channels=2, t_raw=raw + 1.)
+    ildj = bij.inverse_log_det_jacobian(tf.ones([1, 3, 3, 1]), event_ndims=3)
+  assert raw.ref() not in {v.ref() for v in bij.variables}  # no copy into a new variable
+  assert tape.gradient(ildj, raw) is not None
+  with pytest.raises(ValueError, match=r"t_raw must have shape \[3, 3, 1\]"):
+    MaskedConv2D([3, 3, 1], t_raw=tf.zeros([3, 3]))
+
+
+# Sampling solves (issue 12): tolerances reachable in the working dtype, never silent.
+
+def test_float32_solve_converges_as_far_as_float32_allows():
+  """Moderate weights (init + N(0, 0.5^2)): float32 used to run 500 iterations and report
+  converged=False for an answer as good as float32 gives."""
+  b32 = MaskedConv2D([8, 8, 1], hidden_channels=16)
+  tff.testing.randomize_variables(b32, scale=0.5, seed=0)
+  b64 = MaskedConv2D([8, 8, 1], hidden_channels=16, dtype=tf.float64)
+  for v, w in zip(b64.trainable_variables, b32.trainable_variables):
+    v.assign(tf.cast(w, tf.float64))
+  z = np.random.default_rng(1).normal(size=(4, 8, 8, 1))
+  import warnings
+  with warnings.catch_warnings():
+    warnings.simplefilter("error")  # no FixedPointWarning
+    r32 = b32.solve_forward(tf.constant(z, tf.float32))
+  r64 = b64.solve_forward(tf.constant(z))
+  assert r32.converged.numpy().all() and int(r32.num_iterations) < 150
+  assert r64.converged.numpy().all() and int(r64.num_iterations) < 60
+  np.testing.assert_allclose(r32.solution, r64.solution, rtol=1e-4, atol=1e-4)
+
+
+def test_diverging_newton_falls_back_to_chord_and_failures_are_reported():
+  bij = MaskedConv2D([8, 8, 3], solver="newton", name="big_block")
+  tff.testing.randomize_variables(bij, scale=2., seed=0)
+  z = tf.constant(np.random.default_rng(0).normal(size=(4, 8, 8, 3)), tf.float32)
+  with pytest.warns(tff.numerics.FixedPointWarning,
+                    match=r"big_block_solve: \d+ of 768 elements did not converge in \d+ "
+                          r"iterations \(largest finite last step"):
+    newton = bij.solve_forward(z)
+  assert not newton.converged.numpy().all()
+  auto = bij.solve_forward(z, solver="auto")  # chord from scratch after newton fails
+  assert auto.converged.numpy().all()
+  strict = MaskedConv2D([8, 8, 3], solver="newton", validate_args=True, name="strict_block")
+  for v, w in zip(strict.trainable_variables, bij.trainable_variables):
+    v.assign(w)
+  with pytest.raises(tf.errors.InvalidArgumentError, match="strict_block_solve: .* iterations"):
+    strict.forward(z)
+
+
+def test_nonconvergence_inside_tf_function_is_printed(capfd):
+  bij = MaskedConv2D([4, 4, 1], hidden_channels=2, solver="newton", max_iterations=1,
+                     name="traced_block")
+  tff.testing.randomize_variables(bij, scale=0.5, seed=1)
+  tf.function(bij.forward)(tf.random.stateless_normal([2, 4, 4, 1], seed=[3, 4]))
+  assert "traced_block_solve did not converge" in capfd.readouterr().err
+
+
+def test_linear_sampling_memory_is_linear_in_the_image_size():
+  """No intermediate of the sampling graph is larger than a few images (no (HWC)^2 matrix)."""
+  bij = LinearMaskedConv2D([64, 64, 3], order="reverse", seed=0)
+  fn = tf.function(bij.forward).get_concrete_function(tf.TensorSpec([2, 64, 64, 3]))
+  largest = max((int(np.prod(t.shape)) for op in fn.graph.get_operations()
+                 for t in op.outputs if t.shape.is_fully_defined()), default=0)
+  assert largest <= 2 * 64 * 64 * 3
+  tff.testing.randomize_variables(bij, scale=0.3, seed=1)
+  y = tf.random.stateless_normal([2, 64, 64, 3], seed=[1, 2])
+  result = bij.solve_forward(tf.constant(bij.inverse(y).numpy()))
+  assert result.converged.numpy().all() and int(result.num_iterations) <= bij.num_wavefronts
+  np.testing.assert_allclose(result.solution, y, atol=1e-4)

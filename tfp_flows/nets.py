@@ -16,7 +16,7 @@ import tensorflow as tf
 
 from tfp_flows.core import float_dtype
 
-__all__ = ["MLP", "ResidualMLP", "MADE", "ConvResNet", "conditioner_variables",
+__all__ = ["MLP", "ResidualMLP", "MADE", "ConvResNet", "SigmoidScale", "conditioner_variables",
            "as_variable_list"]
 
 _ACTIVATIONS = {"relu": tf.nn.relu, "tanh": tf.math.tanh, "elu": tf.nn.elu,
@@ -295,9 +295,11 @@ class _Conv(tf.Module):
 class ConvResNet(tf.Module):
   """Convolutional residual network for image couplings, ``[..., H, W, C_in] -> C_out``.
 
-  ``conv(k) -> num_blocks x [h + conv(k)(act(conv(k)(act(h))))] -> act -> conv(k)``, all
-  ``SAME``-padded with ``hidden_units`` channels; the output convolution starts at zero, so a
-  coupling using it starts at the identity. A ``conditional_input`` of shape
+  ``conv(k) -> num_blocks x [h + conv(m)(act(conv(m)(act(h))))] -> act -> conv(k)``, all
+  ``SAME``-padded with ``hidden_units`` channels (``k = kernel_size``, ``m =
+  hidden_kernel_size``: 1 gives Glow's 3x3 -> 1x1 -> 3x3 shape at a ninth of the cost of the
+  hidden 3x3 convolutions); the output convolution starts at zero, so a coupling using it
+  starts at the identity. A ``conditional_input`` of shape
   ``[..., conditional_size]`` is broadcast over the pixels and concatenated to the input
   channels.
 
@@ -306,7 +308,9 @@ class ConvResNet(tf.Module):
       coupling on C channels: C and 2C).
     hidden_units: channels of the hidden layers (an int).
     num_blocks: residual blocks (>= 0).
-    kernel_size: odd size of the square kernels.
+    kernel_size: odd size of the square kernels of the input and output convolutions.
+    hidden_kernel_size: odd size of the kernels inside the residual blocks (default:
+      ``kernel_size``).
     activation: name ('relu', 'tanh', 'elu', 'gelu', 'silu') or callable.
     conditional_size: size of an optional conditional vector input (0: none).
     dtype: float32 or float64.
@@ -315,15 +319,17 @@ class ConvResNet(tf.Module):
 
   def __init__(self, input_channels, output_channels, hidden_units=64, num_blocks=2,
                kernel_size=3, activation="relu", conditional_size=0, dtype=tf.float32,
-               seed=None, name="conv_resnet"):
+               seed=None, hidden_kernel_size=None, name="conv_resnet"):
     super().__init__(name=name)
     width = _check_units(hidden_units)
     if len(width) != 1:
       raise ValueError(f"ConvResNet needs one width, got hidden_units={hidden_units!r}.")
     if int(num_blocks) < 0:
       raise ValueError(f"num_blocks must be >= 0, got {num_blocks}.")
-    if int(kernel_size) < 1 or int(kernel_size) % 2 == 0:
-      raise ValueError(f"kernel_size must be a positive odd int, got {kernel_size}.")
+    hidden_kernel_size = kernel_size if hidden_kernel_size is None else hidden_kernel_size
+    for what, size in (("kernel_size", kernel_size), ("hidden_kernel_size", hidden_kernel_size)):
+      if int(size) < 1 or int(size) % 2 == 0:
+        raise ValueError(f"{what} must be a positive odd int, got {size}.")
     if int(input_channels) < 1 or int(output_channels) < 1:
       raise ValueError(f"channels must be positive, got {input_channels}, {output_channels}.")
     self.input_channels = int(input_channels)
@@ -331,12 +337,12 @@ class ConvResNet(tf.Module):
     self.conditional_size = int(conditional_size or 0)
     self.dtype = float_dtype(dtype)
     self.activation = _activation(activation)
-    width, k = width[0], int(kernel_size)
+    width, k, m = width[0], int(kernel_size), int(hidden_kernel_size)
     rng = np.random.default_rng(seed)
     with self.name_scope:
       self.inp = _Conv(k, self.input_channels + self.conditional_size, width, rng, self.dtype)
-      self.blocks = [(_Conv(k, width, width, rng, self.dtype),
-                      _Conv(k, width, width, rng, self.dtype)) for _ in range(int(num_blocks))]
+      self.blocks = [(_Conv(m, width, width, rng, self.dtype),
+                      _Conv(m, width, width, rng, self.dtype)) for _ in range(int(num_blocks))]
       self.out = _Conv(k, width, self.output_channels, rng, self.dtype, zero=True)
 
   def __call__(self, x, conditional_input=None):
@@ -356,6 +362,49 @@ class ConvResNet(tf.Module):
       h = h + second(self.activation(first(self.activation(h))))
     out = self.out(self.activation(h))
     return tf.reshape(out, tf.concat([tf.shape(x)[:-1], [self.output_channels]], 0))
+
+
+class SigmoidScale(tf.Module):
+  """Glow's bounded coupling scale: ``net``'s ``2C`` outputs -> ``(shift, log_scale)``.
+
+  The network's first ``C`` output channels (last axis) are the shift, the last ``C`` a raw
+  value ``r`` that becomes the ``AffineCoupling`` log-scale ``s`` (forward
+  ``y = x exp(s) + t``; the data -> latent direction multiplies by ``exp(-s)``)::
+
+      exp(-s) = sigmoid(r + a) / sigmoid(a)      in (0, 1 / sigmoid(a)),  = 1 at r = 0
+
+  i.e. Glow's ``sigmoid(r + 2)`` scale (``a = offset = 2``) normalised so that a
+  zero-initialised network is the identity. A coupling can then contract the data -> latent
+  direction freely but expand it by at most ``1 / sigmoid(a)`` (13.5 % for ``a = 2``): no
+  stack of conditional expansions can blow up an input its networks did not expect
+  (RealNVP's ``tanh``-bounded log-scale allows ``e^3`` per coupling). Use it with
+  ``AffineCoupling(..., log_scale_bound=None)``.
+
+  Args:
+    net: a callable ``net(x, conditional_input=None) -> [..., 2C]`` (e.g. ``ConvResNet``).
+    channels: ``C``.
+    offset: ``a`` (Glow: 2); larger is more conservative.
+  """
+
+  def __init__(self, net, channels, offset=2., name="scale_conditioner"):
+    super().__init__(name=name)
+    self.net = net
+    self.channels = int(channels)
+    self.offset = float(offset)
+    self._log_norm = float(np.logaddexp(0., -self.offset))  # softplus(-a): s = 0 at r = 0
+
+  @property
+  def conditional_size(self):
+    return getattr(self.net, "conditional_size", 0)
+
+  def __call__(self, x, conditional_input=None):
+    kwargs = {} if conditional_input is None else {"conditional_input": conditional_input}
+    out = self.net(x, **kwargs)
+    shift, raw = out[..., :self.channels], out[..., self.channels:]
+    # exp(-s) = sigmoid(r + a) / sigmoid(a)  <=>  s = softplus(-(r + a)) - softplus(-a).
+    log_scale = (tf.math.softplus(-(raw + tf.constant(self.offset, raw.dtype)))
+                 - tf.constant(self._log_norm, raw.dtype))
+    return shift, log_scale
 
 
 def as_variable_list(variables):

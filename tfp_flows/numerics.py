@@ -407,8 +407,30 @@ def log_normal_pdf(x):
 # ``g`` per step) and returns ``u^T dg/dargs`` and ``u^T dg/dtheta`` for the variables ``theta``
 # that ``update_fn`` reads. The adjoint iteration converges whenever the forward iteration
 # converges linearly (both contract with the spectral radius of ``dg/dx`` at the solution).
+#
+# Stopping rule (per element, "converged" means as close as the working dtype allows):
+#
+# * the step meets the tolerance: ``|x_{k+1} - x_k| <= tol (1 + |x_{k+1}|)`` with ``tol`` never
+#   below 4 machine epsilons; or
+# * the iteration has reached its rounding floor: the step is within
+#   ``sqrt(eps) (1 + |x|)``, its smallest value has not halved for ``PLATEAU_ITERATIONS``
+#   updates, and it went up at least twice meanwhile (a converging iteration, even a slow
+#   linear one, shrinks its step at every update; rounding noise goes up and down). A
+#   contraction whose map is evaluated in floating point stops improving at a step of about
+#   ``eps * (size of the terms of g) * (conditioning)``; with large terms (a masked convolution
+#   with large weights, whose map adds and cancels big convolutions) that floor lies far above
+#   ``eps |x|``, and a pure tolerance test would run to the iteration cap and report failure
+#   for an answer as good as the dtype gives; or
+# * ``exact_after`` updates were applied, for iterations known to be exact after that many
+#   (nilpotent iteration matrices: the Jacobi iteration of a triangular system).
+#
+# Elements that stopped otherwise (the cap, a non-finite iterate: the loop stops at once) are
+# reported: an ``InvalidArgumentError`` with ``validate_args``, else a ``FixedPointWarning``
+# (eagerly; a message on stderr inside ``tf.function``), naming the solve, the iterations and
+# the largest step. XLA (``jit_compile=True``) can neither assert nor print: read ``converged``.
 
-__all__ += ["FixedPointResult", "fixed_point", "DEFAULT_FIXED_POINT_ITERATIONS"]
+__all__ += ["FixedPointResult", "fixed_point", "DEFAULT_FIXED_POINT_ITERATIONS",
+            "FixedPointWarning", "PLATEAU_ITERATIONS"]
 
 FixedPointResult = collections.namedtuple(
     "FixedPointResult", ["solution", "num_iterations", "converged", "residual"])
@@ -417,88 +439,183 @@ FixedPointResult.__doc__ = """Result of ``fixed_point``.
 Fields:
   solution: the fixed point, with implicit (adjoint) gradients attached.
   num_iterations: int32 scalar, updates applied (the loop runs until every element is done).
-  converged: bool tensor shaped like ``solution``: the last step met the tolerance.
+  converged: bool tensor shaped like ``solution``: the element met the tolerance, reached its
+    rounding floor, or the iteration is exact after the updates applied (see ``fixed_point``).
   residual: ``|update_fn(x) - x|`` of the last step, shaped like ``solution``.
 """
 
 DEFAULT_FIXED_POINT_ITERATIONS = 500
+PLATEAU_ITERATIONS = 8
+"""Updates without halving the smallest step (two of them rising) that mark a rounding floor."""
 
 
-def _fixed_point_loop(update_fn, initial, tolerance, max_iterations):
-  """Iterates ``x <- update_fn(x)`` until ``|step| <= tolerance (1 + |x|)`` everywhere."""
-  def done(new, step):
-    return step <= tolerance * (1. + tf.abs(new))
+class FixedPointWarning(ConvergenceWarning):
+  """A fixed-point solve stopped (iteration cap, non-finite iterate) before converging."""
 
-  def cond(k, x, finished, step):
+
+def _attainable(tolerance, dtype):
+  eps = float(np.finfo(dtype.as_numpy_dtype).eps)
+  tol = tolerance if tolerance is not None else default_tolerance(dtype)
+  if not tol > 0:
+    raise ValueError(f"tolerance must be positive, got {tolerance}.")
+  return max(float(tol), 4. * eps), float(np.sqrt(eps))
+
+
+def _fixed_point_loop(update_fn, initial, tolerance, band, max_iterations, exact_after=None):
+  """Iterates ``x <- update_fn(x)`` under the stopping rule above.
+
+  Returns ``(x, iterations, converged, last_step)``.
+  """
+  dtype = initial.dtype
+  tol, band = tf.constant(tolerance, dtype), tf.constant(band, dtype)
+
+  def done(new, step, stall, rises):
+    scale = 1. + tf.abs(new)
+    plateau = (step <= band * scale) & (stall >= PLATEAU_ITERATIONS) & (rises >= 2)
+    return (step <= tol * scale) | plateau
+
+  def cond(k, x, finished, step, best, stall, rises):
     return tf.logical_and(k < max_iterations, tf.logical_not(finished))
 
-  def body(k, x, finished, step):
+  def body(k, x, finished, previous, best, stall, rises):
     new = update_fn(x)
-    step = tf.abs(new - x)
-    return k + 1, new, tf.reduce_all(done(new, step)), step
+    if isinstance(new, (tuple, list)):  # (x_next, estimate of the distance to the solution)
+      new, step = new
+    else:
+      step = tf.abs(new - x)
+    halved = step < 0.5 * best
+    best = tf.where(halved, step, best)
+    zero = tf.zeros_like(stall)
+    stall = tf.where(halved, zero, stall + 1)
+    rises = tf.where(halved, zero, rises + tf.cast(step > previous, tf.int32))
+    k = k + 1
+    finished = tf.reduce_all(done(new, step, stall, rises))
+    if exact_after is not None:
+      finished = finished | (k >= exact_after)
+    finished = finished | tf.logical_not(tf.reduce_all(tf.math.is_finite(new)))
+    return k, new, finished, step, best, stall, rises
 
-  k, x, _, step = tf.while_loop(
-      cond, body, (tf.constant(0, tf.int32), initial, tf.constant(False),
-                   tf.fill(tf.shape(initial), tf.constant(np.inf, initial.dtype))),
+  inf = tf.fill(tf.shape(initial), tf.constant(np.inf, dtype))
+  zeros = tf.zeros(tf.shape(initial), tf.int32)
+  k, x, _, step, _, stall, rises = tf.while_loop(
+      cond, body, (tf.constant(0, tf.int32), initial, tf.constant(False), inf, inf, zeros,
+                   zeros),
       maximum_iterations=max_iterations)
-  return x, k, done(x, step), step
+  converged = done(x, step, stall, rises) & tf.math.is_finite(x)
+  if exact_after is not None:
+    converged = converged | ((k >= exact_after) & tf.math.is_finite(x))
+  return x, k, converged, step
+
+
+def _report(converged, num_iterations, step, name, validate_args):
+  """Control dependencies that report unconverged elements (see the section comment)."""
+  if core.in_xla_context():
+    return []
+  failed = tf.logical_not(converged)
+  num_failed = tf.reduce_sum(tf.cast(failed, tf.int32))
+  finite = tf.math.is_finite(step)
+  worst = tf.reduce_max(tf.where(failed & finite, step, tf.zeros_like(step)))
+  num_nonfinite = tf.reduce_sum(tf.cast(failed & ~finite, tf.int32))
+  advice = ("increase max_iterations, or check the layer's weights and input (a preconditioned "
+            "fixed point can diverge for large weights)")
+  if tf.executing_eagerly():
+    if int(num_failed):
+      diverged = (f", {int(num_nonfinite)} diverged to inf/NaN" if int(num_nonfinite) else "")
+      text = (f"{name}: {int(num_failed)} of {int(tf.size(failed))} elements did not converge "
+              f"in {int(num_iterations)} iterations (largest finite last step "
+              f"{float(worst):.3g}{diverged}); {advice}.")
+      if validate_args:
+        raise tf.errors.InvalidArgumentError(None, None, text)
+      core.warn(text, FixedPointWarning)
+    return []
+  ok = tf.equal(num_failed, 0)
+  message = f"{name} did not converge; {advice}."
+  if validate_args:
+    return [tf.debugging.Assert(ok, [message, "failed elements:", num_failed, "iterations:",
+                                     num_iterations, "largest finite last step:", worst,
+                                     "diverged to inf/NaN:", num_nonfinite])]
+
+  def report():
+    with tf.control_dependencies([tf.print(
+        "WARNING:", message, "failed elements:", num_failed, "iterations:", num_iterations,
+        "largest finite last step:", worst, "diverged to inf/NaN:", num_nonfinite,
+        output_stream=sys.stderr)]):
+      return tf.identity(ok)
+
+  return [tf.cond(ok, lambda: tf.identity(ok), report)]
 
 
 def fixed_point(update_fn, initial, args=(), *, tolerance=None,
-                max_iterations=DEFAULT_FIXED_POINT_ITERATIONS, validate_args=False,
-                name="fixed_point"):
+                max_iterations=DEFAULT_FIXED_POINT_ITERATIONS, exact_after=None,
+                validate_args=False, report=True, name="fixed_point"):
   """Solves ``x = update_fn(x, *args)`` by iteration, with implicit-function gradients.
 
   Args:
     update_fn: callable ``(x, *args) -> x_next`` (same shape and dtype as ``x``); a
-      contraction near the solution. It may close over ``tf.Variable``s: their gradients
+      contraction near the solution. It may instead return ``(x_next, error)``, ``error`` an
+      element-wise estimate of ``|x_next - x*|`` that the stopping rule then uses in place
+      of the step ``|x_next - x|`` (for iterations whose steps understate the error, e.g. a
+      contraction with a factor close to 1). It may close over ``tf.Variable``s: their gradients
       through the solution are correct (adjoint method, see the section comment). The
       forward iterations run with gradient recording paused, so ``update_fn`` must not need
       a ``tf.GradientTape`` of its own (compute derivatives it uses in closed form).
     initial: starting point ``x_0`` (no gradients flow into it).
     args: tensors passed to ``update_fn`` that gradients flow to (e.g. the target of an
       equation ``F(x) = z`` written as ``x <- x - (F(x) - z) / P``).
-    tolerance: the loop stops once every element's step satisfies
-      ``|x_{k+1} - x_k| <= tolerance * (1 + |x_{k+1}|)``; ``default_tolerance(dtype)`` if None
-      (1e-6 for float32, 1e-12 for float64). The adjoint iteration uses the same rule.
+    tolerance: an element is done once ``|x_{k+1} - x_k| <= tolerance * (1 + |x_{k+1}|)``
+      (``default_tolerance(dtype)`` if None: 1e-6 float32, 1e-12 float64; never below 4
+      machine epsilons), or once it has reached its rounding floor (see the section comment).
+      The adjoint iteration uses the same rule.
     max_iterations: iteration cap of the forward and of the adjoint iteration.
-    validate_args: raise (``InvalidArgumentError``) if the cap is hit before the tolerance is
-      met, in the forward solve and in the backward (adjoint) solve. Eager and ``tf.function``
-      only: XLA compiles assertions away; check ``converged`` there.
-    name: name scope.
+    exact_after: for iterations that are exact after this many updates (nilpotent iteration
+      matrices): reaching it counts as converged.
+    validate_args: raise (``InvalidArgumentError``) if an element did not converge, in the
+      forward solve and in the backward (adjoint) solve; otherwise such an element is reported
+      by a ``FixedPointWarning`` (eagerly) or a message on stderr (``tf.function``). XLA
+      cannot report at run time: check ``converged`` there.
+    report: False leaves non-convergence of the forward solve unreported (for callers that
+      try another method next and report that one).
+    name: name of the solve in messages, and name scope.
 
   Returns:
     ``FixedPointResult(solution, num_iterations, converged, residual)``.
   """
-  with tf.name_scope(name):
+  with tf.name_scope(name.replace(" ", "_").replace("(", "").replace(")", "")):
     initial = tf.convert_to_tensor(initial)
     dtype = initial.dtype
     args = [tf.convert_to_tensor(a) for a in args]
-    tol = tolerance if tolerance is not None else default_tolerance(dtype)
-    if not tol > 0:
-      raise ValueError(f"{name}: tolerance must be positive, got {tolerance}.")
+    try:
+      tol, band = _attainable(tolerance, dtype)
+    except ValueError as e:
+      raise ValueError(f"{name}: {e}") from None
     if int(max_iterations) < 1:
       raise ValueError(f"{name}: max_iterations must be >= 1, got {max_iterations}.")
     max_iterations = int(max_iterations)
-    tol = tf.constant(tol, dtype)
+    exact_after = None if exact_after is None else int(exact_after)
     frozen = [tf.stop_gradient(a) for a in args]
     # No tape records the iterations (their gradients come from the adjoint below), so no
     # memory is spent on per-iteration activations even when a tape is watching.
     with core.stop_recording():
       x, k, converged, residual = _fixed_point_loop(
-          lambda t: update_fn(t, *frozen), tf.stop_gradient(initial), tol, max_iterations)
-    deps = assert_converged(converged, name, validate_args)
+          lambda t: update_fn(t, *frozen), tf.stop_gradient(initial), tol, band,
+          max_iterations, exact_after)
+    deps = _report(converged, k, residual, name, validate_args) if report else []
     with tf.control_dependencies(deps):
       x = tf.identity(x)
-    solution = _attach_adjoint_gradient(update_fn, x, args, tol, max_iterations,
-                                        validate_args, name)
+    solution = _attach_adjoint_gradient(update_fn, x, args, (tol, band), max_iterations,
+                                        exact_after, validate_args, name)
     return FixedPointResult(solution, k, converged, residual)
 
 
-def _attach_adjoint_gradient(update_fn, solution, args, tol, max_iterations, validate_args,
-                             name):
+def _attach_adjoint_gradient(update_fn, solution, args, tols, max_iterations, exact_after,
+                             validate_args, name):
   """``solution`` (value unchanged) with fixed-point adjoint gradients to args and variables."""
   solution = tf.stop_gradient(solution)
+  g_fn = update_fn
+
+  def update_fn(x, *a):  # the map itself, without an error estimate
+    out = g_fn(x, *a)
+    return out[0] if isinstance(out, (tuple, list)) else out
 
   @tf.custom_gradient
   def attach(*args_in):
@@ -518,8 +635,9 @@ def _attach_adjoint_gradient(update_fn, solution, args, tol, max_iterations, val
         return upstream + tape.gradient(g, solution, output_gradients=u,
                                         unconnected_gradients="zero")
 
-      u, _, converged, _ = _fixed_point_loop(adjoint_step, upstream, tol, max_iterations)
-      deps = assert_converged(converged, f"{name} (adjoint)", validate_args)
+      u, k, converged, step = _fixed_point_loop(adjoint_step, upstream, *tols, max_iterations,
+                                                exact_after)
+      deps = _report(converged, k, step, f"{name} (adjoint)", validate_args)
       with tf.control_dependencies(deps):
         u = tf.identity(u)
       grads = tape.gradient(g, list(args_in) + variables, output_gradients=u,
@@ -532,8 +650,8 @@ def _attach_adjoint_gradient(update_fn, solution, args, tol, max_iterations, val
   if not args:
     # custom_gradient needs a tensor input to attach to; a zero-sized dummy carries nothing.
     dummy = tf.zeros([0], solution.dtype)
-    return _attach_adjoint_gradient(lambda x, _: update_fn(x), solution, [dummy], tol,
-                                    max_iterations, validate_args, name)
+    return _attach_adjoint_gradient(lambda x, _: update_fn(x), solution, [dummy], tols,
+                                    max_iterations, exact_after, validate_args, name)
   return attach(*args)
 
 

@@ -7,6 +7,7 @@ from tfp_flows.bijectors.autoregressive import MaskedAutoregressiveFlow
 from tfp_flows.bijectors import transformers
 from tfp_flows.bijectors.coupling import (AdditiveCoupling, AffineCoupling, Coupling,
                                           SplineCoupling)
+from tfp_flows.bijectors.glow import InvertibleConv1x1
 from tfp_flows.bijectors.masked_conv import LinearMaskedConv2D, MaskedConv2D
 from tfp_flows.bijectors.scaling import ActNorm, Scaling
 from tfp_flows.bijectors.reshape import FactorOut, Squeeze
@@ -18,4 +19,4 @@ __all__ = ["Coupling", "AdditiveCoupling", "AffineCoupling", "SplineCoupling", "
            "Scaling", "Planar", "Radial",
            "ActNorm", "Squeeze", "FactorOut", "Dequantize", "Logit", "bits_per_dim", "dequantize",
            "MarginalGaussianization", "HouseholderRotation",
-           "MaskedConv2D", "LinearMaskedConv2D", "MaskedAutoregressiveFlow"]
+           "MaskedConv2D", "LinearMaskedConv2D", "InvertibleConv1x1", "MaskedAutoregressiveFlow"]

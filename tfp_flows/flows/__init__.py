@@ -19,9 +19,10 @@ from tfp_flows.flows._common import distribution
 from tfp_flows.flows.autoregressive import iaf, maf
 from tfp_flows.flows.coupling import nice, realnvp
 from tfp_flows.flows.gaussianization import gaussianization, rbig
+from tfp_flows.flows.glow import glow
 from tfp_flows.flows.image import masked_conv
 from tfp_flows.flows.planar import planar, radial
 from tfp_flows.flows.spline import nsf
 
 __all__ = ["distribution", "conditional_kwargs", "conditional_shape", "nice", "realnvp", "maf",
-           "iaf", "nsf", "planar", "radial", "masked_conv", "gaussianization", "rbig"]
+           "iaf", "nsf", "planar", "radial", "masked_conv", "glow", "gaussianization", "rbig"]
