@@ -19,16 +19,8 @@ from test_contract import REGISTRY
 tfb = tfp.bijectors
 tfd = tfp.distributions
 
-# Families whose owners have open fixes for a convention (see the report that added this list);
-# strict, so a fix shows up as an unexpected pass.
-_MASKED_CONV = ("MaskedConv2D/LinearMaskedConv2D create their weights in __init__ and do not "
-                "take them back as arguments: type(b)(**b.parameters) and b.copy() come back "
-                "re-initialised (issue 11 item 3)")
-KNOWN_FAILURES = {
-    "masked_conv_linear_image": _MASKED_CONV,
-    "masked_conv_linear_reverse_image": _MASKED_CONV,
-    "masked_conv_mintnet_image": _MASKED_CONV,
-}
+# Cases expected to fail a convention (strict: a fix shows up as an unexpected pass). None now.
+KNOWN_FAILURES = {}
 
 
 def _params(case):

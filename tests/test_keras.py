@@ -93,10 +93,18 @@ def test_every_variable_is_tracked_trained_and_reported():
   assert history.history["loss"][-1] < history.history["loss"][0]
 
 
+def _tfp_made_flow(inverse):
+  """TFP's own MAF (or IAF) on TFP's MADE, which keeps its masks in kernel constraints."""
+  made = tfb.AutoregressiveNetwork(params=2, hidden_units=[8], event_shape=[3])
+  maf = tfb.MaskedAutoregressiveFlow(shift_and_log_scale_fn=made)
+  return tfb.Invert(maf) if inverse else maf
+
+
 def test_tfp_maf_and_iaf_train_and_keep_their_autoregressive_masks():
-  for builder in (tff.flows.maf, tff.flows.iaf):
-    flow = builder([3], num_layers=2, hidden_units=[8], seed=2)
+  for inverse in (False, True):
+    flow = _tfp_made_flow(inverse)
     dist = tff.flows.distribution(flow, [3])
+    dist.log_prob(tf.zeros([1, 3]))  # TFP's MADE builds its variables on the first call
     kernels = [v for v in dist.trainable_variables if "kernel" in v.name]
     masked = [v.numpy() == 0. for v in kernels]  # MADE masks: zero at construction
     assert sum(m.sum() for m in masked) > 0
@@ -112,6 +120,24 @@ def test_tfp_maf_and_iaf_train_and_keep_their_autoregressive_masks():
     y = flow.forward(tf.constant(z))
     back = flow.inverse(tf.constant(np.array(y)))  # fresh tensor: no bijector cache
     np.testing.assert_allclose(back, z, atol=2e-4)
+
+
+def test_our_maf_and_iaf_stay_autoregressive_after_training():
+  """Our MADE applies constant masks in its call: the Jacobian stays triangular."""
+  for builder in (tff.flows.maf, tff.flows.iaf):
+    flow = builder([3], num_layers=1, hidden_units=[8], seed=2)
+    model = tff.keras.FlowModel(tff.flows.distribution(flow, [3]))
+    model.compile(keras.optimizers.Adam(5e-2))
+    x = np.random.default_rng(0).normal(size=(128, 3)).astype(np.float32) * [1., 2., .5]
+    model.fit(x, batch_size=32, epochs=1, verbose=0)
+    point = tf.constant(x[:1], tf.float32)
+    with tf.GradientTape() as tape:
+      tape.watch(point)
+      z = flow.inverse(point)
+    jac = tape.jacobian(z, point).numpy().reshape(3, 3)
+    upper = jac[np.triu_indices(3, 1)]  # output i depends on inputs <= i only (or >= i)
+    lower = jac[np.tril_indices(3, -1)]
+    assert np.all(upper == 0.) or np.all(lower == 0.), jac
 
 
 def test_fit_matches_a_hand_written_gradient_tape_loop():

@@ -8,6 +8,7 @@ import tensorflow_probability as tfp
 
 import tfp_flows as tff
 
+tfb = tfp.bijectors
 tfd = tfp.distributions
 
 
@@ -30,7 +31,9 @@ def test_fit_lowers_the_nll_and_batched_log_prob_matches():
 
 def test_ml_step_applies_variable_constraints():
   """TFP's MADE keeps its autoregressive masks in kernel constraints."""
-  dist = tff.flows.distribution(tff.flows.maf([3], num_layers=1, hidden_units=[8]), [3])
+  made = tfb.AutoregressiveNetwork(params=2, hidden_units=[8], event_shape=[3])
+  dist = tff.flows.distribution(tfb.MaskedAutoregressiveFlow(shift_and_log_scale_fn=made), [3])
+  dist.log_prob(tf.zeros([1, 3]))  # builds the network's variables
   step = tff.train.make_ml_step(dist, keras.optimizers.Adam(0.1), jit_compile=False)
   constrained = [v for v in dist.trainable_variables if getattr(v, "constraint", None)]
   assert constrained

@@ -51,12 +51,14 @@ COMMANDS = ("train", "sample", "logprob")
 
 # ------------------------------------------------------------------------------- flow families
 
-Family = collections.namedtuple("Family", ["vector", "image"])
+Family = collections.namedtuple("Family", ["vector", "image", "layers_arg"],
+                                defaults=("num_layers",))
 Family.__doc__ = """Builder defaults of a flow family for vectors / images (None: not supported).
 
 ``hidden_units`` in the defaults: present means the family has networks (``--hidden_units``
 applies: vector families take the list, image families its first value; None keeps the
-builder's default); absent means it has none.
+builder's default); absent means it has none. ``layers_arg``: the builder argument that
+``--num_layers`` sets.
 """
 
 # The families the CLI trains; the builder is ``tff.flows.<name>``. One line per family.
@@ -70,6 +72,9 @@ FLOWS = {
     "gaussianization": Family(vector=dict(num_layers=6), image=None),
     "maf": Family(vector=dict(num_layers=5, hidden_units=[64, 64]), image=None),
     "iaf": Family(vector=dict(num_layers=5, hidden_units=[64, 64]), image=None),
+    "nsf": Family(vector=dict(num_layers=5, hidden_units=[64, 64]), image=None),
+    "glow": Family(vector=None, image=dict(num_levels=2, num_steps=4, hidden_units=64),
+                   layers_arg="num_steps"),
 }
 
 # ------------------------------------------------------------------------------- flags
@@ -383,7 +388,7 @@ def _flow_kwargs(flow, event_shape, num_layers, hidden_units):
                      f"(flows for these: {', '.join(others)})")
   kwargs = {k: v for k, v in defaults.items() if v is not None}
   if num_layers:
-    kwargs["num_layers"] = int(num_layers)
+    kwargs[family.layers_arg] = int(num_layers)
   if hidden_units:
     if "hidden_units" not in defaults:
       raise UsageError(f"flow {flow!r} has no networks: --hidden_units does not apply")

@@ -193,6 +193,7 @@ class _Batch:
     return _Batch(self.x[index], pick(self.context), pick(self.weight), self.finite[index])
 
 
+@keras.saving.register_keras_serializable(package="tfp_flows")
 class FlowModel(keras.Model):
   """A ``keras.Model`` that trains a TFP distribution by maximum likelihood.
 
@@ -238,6 +239,9 @@ class FlowModel(keras.Model):
         raise ValueError(f"{arg} must be a positive int{' or None' * (arg != 'check_every')}, "
                          f"got {value!r}.")
     self._flow_distribution = distribution
+    # The constructor's own arguments, for get_config (the distribution's comes from tff.flows).
+    self._init_args = dict(bin_width=bin_width, num_dims=num_dims, nonfinite=nonfinite,
+                           check_every=check_every, snapshot_every=snapshot_every)
     self._event_shape_ = tuple(event_shape.as_list())
     self._flow_dtype = tf.as_dtype(distribution.dtype)
     if not self._flow_dtype.is_floating:
@@ -698,6 +702,14 @@ class FlowModel(keras.Model):
                        "nothing to fit.")
     super().compile(optimizer=optimizer, **kwargs)
 
+  def compile_from_config(self, config):
+    """Compiles a loaded model as it was saved (optimizer and options; no loss or metrics)."""
+    config = keras.saving.deserialize_keras_object(config)
+    for key in ("loss", "metrics", "weighted_metrics", "loss_weights"):
+      config.pop(key, None)
+    self.compile(**config)
+    self.optimizer.build(self.trainable_variables)
+
   def call(self, inputs, training=False):
     """Log-probabilities of ``inputs`` (``x`` or ``(x, context)``)."""
     if tf.executing_eagerly() and self.pending_data_init():
@@ -968,13 +980,47 @@ class FlowModel(keras.Model):
       print(f"Saved a SavedModel with signatures 'log_prob' and 'sample' at {filepath}.")
     return filepath
 
-  def save(self, filepath, *args, **kwargs):
-    """Whole-model ``.keras`` files need a config of the flow; use weights or a SavedModel."""
-    raise NotImplementedError(
-        "FlowModel cannot be saved as a .keras file (the flow is Python code, not a Keras "
-        "config). Use model.save_weights('name.weights.h5') with the same builder call to "
-        "restore, ModelCheckpoint(..., save_weights_only=True), or model.export(path) for a "
-        "SavedModel.")
+  def get_config(self):
+    """The config of a ``.keras`` file: the builder call of the flow and these arguments.
+
+    Raises ``ValueError`` for a distribution that no ``tff.flows`` builder made (see
+    ``tff.flows.get_config``): such models keep ``save_weights`` and ``export``.
+    """
+    from tfp_flows.flows import _config  # pylint: disable=g-import-not-at-top
+    try:
+      flow = _config.get_config(self._flow_distribution)
+    except ValueError as e:
+      raise ValueError(
+          f"{self.name} cannot be saved as a .keras file: the distribution {e} A .keras file "
+          "stores the tff.flows builder call, so build the model from "
+          "tff.flows.distribution(tff.flows.<builder>(...), event_shape); otherwise save the "
+          "weights (model.save_weights('flow.weights.h5'), restored into the same "
+          "construction code) or export a SavedModel (model.export(path))."
+      ) from None
+    return {"name": self.name, "trainable": self.trainable, "flow": flow,
+            **{k: v for k, v in self._init_args.items()}}
+
+  @classmethod
+  def from_config(cls, config, custom_objects=None):
+    """Rebuilds the model from ``get_config`` (fresh weights; ``load_model`` loads them)."""
+    from tfp_flows.flows import _config  # pylint: disable=g-import-not-at-top
+    config = dict(config)
+    distribution = _config.from_config(config.pop("flow"))
+    trainable = config.pop("trainable", True)
+    model = cls(distribution, **config)
+    model.trainable = trainable
+    return model
+
+  def save(self, filepath, overwrite=True, zipped=None, **kwargs):
+    """Saves a ``.keras`` file (builder-made flows; see ``get_config``).
+
+    ``keras.saving.load_model(path)`` rebuilds the flow by its builder call and restores
+    every variable (data-dependent-init state and, when compiled, the optimizer and its
+    state) in any process that has imported ``tfp_flows.keras`` (which registers
+    ``FlowModel`` with Keras). Checked before anything is written.
+    """
+    self.get_config()
+    return super().save(filepath, overwrite=overwrite, zipped=zipped, **kwargs)
 
 
 def _prepend(first, rest):

@@ -12,10 +12,15 @@ shape (``tff.flows.distribution`` does exactly that)::
 Conditional flows: builders with ``conditional_shape`` make every layer take a
 ``conditional_input``; ``conditional_kwargs(flow, c)`` builds the nested ``bijector_kwargs``
 that ``TransformedDistribution.log_prob/sample`` need for it.
+
+``get_config(flow)`` gives the builder call that made a flow (or ``distribution`` of one) as
+JSON-ready data and ``from_config`` repeats it (the same structure, fresh variables);
+``tff.keras.FlowModel.save("m.keras")`` relies on them.
 """
 
 from tfp_flows.core import conditional_kwargs, conditional_shape
 from tfp_flows.flows._common import distribution
+from tfp_flows.flows._config import from_config, get_config
 from tfp_flows.flows.autoregressive import iaf, maf
 from tfp_flows.flows.coupling import nice, realnvp
 from tfp_flows.flows.gaussianization import gaussianization, rbig
@@ -24,5 +29,6 @@ from tfp_flows.flows.image import masked_conv
 from tfp_flows.flows.planar import planar, radial
 from tfp_flows.flows.spline import nsf
 
-__all__ = ["distribution", "conditional_kwargs", "conditional_shape", "nice", "realnvp", "maf",
+__all__ = ["distribution", "get_config", "from_config", "conditional_kwargs", "conditional_shape",
+           "nice", "realnvp", "maf",
            "iaf", "nsf", "planar", "radial", "masked_conv", "glow", "gaussianization", "rbig"]

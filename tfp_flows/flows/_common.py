@@ -5,6 +5,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from tfp_flows import core
+from tfp_flows.flows import _config
 
 tfb = tfp.bijectors
 tfd = tfp.distributions
@@ -29,7 +30,12 @@ def distribution(bijector, event_shape, dtype=None):
   dtype = core.float_dtype(dtype)
   shape = list(core.as_event_shape(event_shape))
   base = tfd.Sample(tfd.Normal(tf.constant(0., dtype), tf.constant(1., dtype)), shape)
-  return tfd.TransformedDistribution(base, bijector)
+  dist = tfd.TransformedDistribution(base, bijector)
+  flow_config = _config.get_config(bijector) if _config.has_config(bijector) else None
+  if flow_config is not None:  # made by a builder: so is the distribution (see _config).
+    _config.remember(dist, {"builder": "distribution", "kwargs": {
+        "bijector": flow_config, "event_shape": shape, "dtype": {"dtype": dtype.name}}})
+  return dist
 
 
 def vector_size(event_shape, family):
@@ -56,3 +62,6 @@ def permutation(d, kind, rng, dtype, name):
   else:
     raise ValueError(f"permutation must be 'reverse' or 'random', got {kind!r}.")
   return tfb.Permute(perm.astype(np.int32), name=name)
+
+
+_config.register("distribution", distribution)

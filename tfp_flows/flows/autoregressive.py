@@ -16,6 +16,7 @@ from tfp_flows import nets
 from tfp_flows.bijectors import transformers as transformers_lib
 from tfp_flows.bijectors.autoregressive import MaskedAutoregressiveFlow
 from tfp_flows.flows import _common
+from tfp_flows.flows import _config
 
 tfb = tfp.bijectors
 
@@ -50,6 +51,7 @@ def made_stack(event_shape, num_layers, hidden_units, activation, transformer,
   return layers[::-1]
 
 
+@_config.builder
 def maf(event_shape, num_layers=4, hidden_units=(256, 256), activation="relu",
         log_scale_bound=3., conditional_shape=None, net_init="uniform", validate_args=False,
         dtype=tf.float32, seed=0, name="maf"):
@@ -76,6 +78,7 @@ def maf(event_shape, num_layers=4, hidden_units=(256, 256), activation="relu",
                    validate_args=validate_args, name=name)
 
 
+@_config.builder
 def iaf(event_shape, num_layers=4, hidden_units=(256, 256), activation="relu",
         log_scale_bound=3., conditional_shape=None, net_init="uniform", validate_args=False,
         dtype=tf.float32, seed=0, name="iaf"):

@@ -18,6 +18,7 @@ from tfp_flows.bijectors import transformers as transformers_lib
 from tfp_flows.bijectors.coupling import AdditiveCoupling, AffineCoupling, Coupling
 from tfp_flows.bijectors.scaling import Scaling
 from tfp_flows.flows import _common
+from tfp_flows.flows import _config
 from tfp_flows.flows.image import realnvp_image
 
 tfb = tfp.bijectors
@@ -66,6 +67,7 @@ def coupling_stack(event_shape, num_layers, hidden_units, activation, transforme
   return layers[::-1]
 
 
+@_config.builder
 def nice(event_shape, num_layers=4, hidden_units=(256, 256), activation="relu",
          scaling=True, permutation="alternate", conditional_shape=None, net_init="uniform",
          validate_args=False, dtype=tf.float32, seed=0, name="nice"):
@@ -98,6 +100,7 @@ def nice(event_shape, num_layers=4, hidden_units=(256, 256), activation="relu",
   return tfb.Chain(layers, validate_args=validate_args, name=name)
 
 
+@_config.builder
 def realnvp(event_shape, num_layers=None, hidden_units=None, activation="relu",
             log_scale_bound=3., permutation="alternate", conditional_shape=None,
             net_init="uniform", validate_args=False, dtype=tf.float32, seed=0, name="realnvp",

@@ -6,6 +6,7 @@ import tensorflow_probability as tfp
 from tfp_flows import core
 from tfp_flows.bijectors.gaussianization import HouseholderRotation, MarginalGaussianization
 from tfp_flows.flows import _common
+from tfp_flows.flows import _config
 
 tfb = tfp.bijectors
 
@@ -15,6 +16,7 @@ __all__ = ["gaussianization", "rbig"]
 _ROTATIONS = ("householder", "pca", "random")
 
 
+@_config.builder
 def gaussianization(event_shape, num_layers=4, num_components=16, rotation="householder",
                     num_reflections=None, data_init=True, bandwidth_factor=1.,
                     validate_args=False, dtype=tf.float32, seed=0, name="gaussianization"):

@@ -47,6 +47,7 @@ from tfp_flows.bijectors.glow import InvertibleConv1x1
 from tfp_flows.bijectors.reshape import FactorOut, Squeeze
 from tfp_flows.bijectors.scaling import ActNorm
 from tfp_flows.flows import _common
+from tfp_flows.flows import _config
 
 tfb = tfp.bijectors
 
@@ -56,6 +57,7 @@ _COUPLINGS = ("affine", "additive")
 _SCALES = ("sigmoid", "tanh")
 
 
+@_config.builder
 def glow(event_shape, num_levels=2, num_steps=4, hidden_units=64, num_blocks=1,
          coupling="affine", scale="sigmoid", log_scale_bound=3., split_prior=True,
          actnorm=True, activation="relu", conditional_shape=None, validate_args=False,

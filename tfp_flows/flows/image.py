@@ -13,6 +13,7 @@ from tfp_flows.bijectors.masked_conv import LinearMaskedConv2D, MaskedConv2D
 from tfp_flows.bijectors.reshape import FactorOut, Squeeze
 from tfp_flows.bijectors.scaling import ActNorm
 from tfp_flows.flows import _common
+from tfp_flows.flows import _config
 
 tfb = tfp.bijectors
 
@@ -159,6 +160,7 @@ def realnvp_image(event_shape, num_layers=3, hidden_units=64, num_scales=2, num_
   return scale_level([h, w, c], 0)
 
 
+@_config.builder
 def masked_conv(event_shape, num_layers=4, hidden_units=None, activation="elu", linear=True,
                 solver="auto", tolerance=None, max_iterations=None, init_scale=0.1,
                 validate_args=False, dtype=tf.float32, seed=0, name="masked_conv"):

@@ -6,6 +6,7 @@ import tensorflow_probability as tfp
 from tfp_flows import core
 from tfp_flows.bijectors.planar import Planar, Radial
 from tfp_flows.flows import _common
+from tfp_flows.flows import _config
 
 tfb = tfp.bijectors
 
@@ -20,6 +21,7 @@ def _vector_layers(event_shape, num_layers, family):
   return shape[0], _common.check_layers(num_layers)
 
 
+@_config.builder
 def planar(event_shape, num_layers=8, activation="tanh", negative_slope=0.2, batch_shape=(),
            tolerance=None, max_iterations=100, validate_args=False, dtype=tf.float32, seed=0,
            name="planar"):
@@ -46,6 +48,7 @@ def planar(event_shape, num_layers=8, activation="tanh", negative_slope=0.2, bat
   return tfb.Chain(layers[::-1], name=name)
 
 
+@_config.builder
 def radial(event_shape, num_layers=8, batch_shape=(), validate_args=False, dtype=tf.float32,
            seed=0, name="radial"):
   """A stack of ``num_layers`` ``Radial`` layers (Rezende & Mohamed 2015).

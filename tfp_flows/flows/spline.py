@@ -29,12 +29,14 @@ from tfp_flows.bijectors import transformers as transformers_lib
 from tfp_flows.bijectors.coupling import SplineCoupling
 from tfp_flows.flows.autoregressive import made_stack
 from tfp_flows.flows.coupling import coupling_stack
+from tfp_flows.flows import _config
 
 tfb = tfp.bijectors
 
 __all__ = ["nsf"]
 
 
+@_config.builder
 def nsf(event_shape, num_layers=5, hidden_units=(256, 256), num_bins=8, bound=5.,
         autoregressive=False, activation="relu", permutation="alternate",
         min_bin_size=1e-3, min_derivative=1e-3, conditional_shape=None, net_init="uniform",
