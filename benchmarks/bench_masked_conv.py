@@ -65,12 +65,7 @@ def train(dist, variables, data, steps, batch, lr, seed, jit):
   """Adam steps under ``tf.function`` (XLA if ``jit``); returns (images/s, last loss)."""
   optimizer = tf.optimizers.Adam(lr)
 
-  @tf.function(jit_compile=jit)
-  def step(x):
-    with tf.GradientTape() as tape:
-      loss = -tf.reduce_mean(dist.log_prob(x))
-    optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
-    return loss
+  step = tff.train.make_ml_step(dist, optimizer, variables=variables, jit_compile=jit)
 
   rng = np.random.default_rng(seed)
   batches = [tf.constant(data[rng.choice(len(data), batch, replace=False)])
