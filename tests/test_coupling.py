@@ -232,6 +232,25 @@ def test_made_is_autoregressive_in_its_order_and_float64(order):
   assert np.all(np.abs(tape.gradient(out, c).numpy()) > 0)
 
 
+def test_made_with_fewer_hidden_units_than_entries_stays_autoregressive():
+  """A 784-D MAF with 512 hidden units is the usual size: degrees spread over 1..D-1."""
+  d = 10
+  made = tff.nets.MADE(d, 2, [4, 3], activation="tanh", dtype=tf.float64, seed=0,
+                       init="random")  # tanh: no dead units hide a connection
+  x = tf.constant(np.random.default_rng(0).normal(size=(3, d)))
+  with tf.GradientTape() as tape:
+    tape.watch(x)
+    out = made(x)
+  jac = np.abs(tape.batch_jacobian(out, x).numpy()).max(0)  # [2d, d]
+  for p in range(2):
+    block = jac[p * d:(p + 1) * d]
+    assert np.all(np.triu(block) == 0.), block  # output i sees only inputs < i
+  assert np.any(jac[d - 1, d // 2:] > 0.)  # late inputs still reach the last outputs
+  flow = tff.flows.maf([d], num_layers=2, hidden_units=[4])  # the builder accepts it too
+  z = tf.random.normal([2, d])
+  np.testing.assert_allclose(flow.inverse(tf.identity(flow.forward(z))), z, atol=1e-4)
+
+
 def test_made_initialisations():
   x = tf.random.normal([3, 4])
   for init in ("uniform", "glorot"):

@@ -184,7 +184,8 @@ def made_degrees(event_size, hidden_units, order=None):
   """MADE degrees (Germain et al. 2015): inputs, then each hidden layer.
 
   Input ``i`` gets degree ``order[i]`` (a permutation of ``1..D``; default ``1..D``); hidden
-  units cycle through ``1..D-1`` so every degree is represented equally. A unit of degree
+  units cycle through ``1..D-1`` so every degree is represented equally (a layer of fewer than
+  ``D - 1`` units spreads its degrees evenly over ``1..D-1`` instead). A unit of degree
   ``m`` sees inputs of degree ``<= m``; the outputs of input ``i`` see hidden units of degree
   ``< order[i]``, so they depend only on the inputs before ``i`` in the order.
   """
@@ -192,7 +193,14 @@ def made_degrees(event_size, hidden_units, order=None):
   order = np.arange(1, d + 1) if order is None else np.asarray(order, np.int64)
   if sorted(order.tolist()) != list(range(1, d + 1)):
     raise ValueError(f"order must be a permutation of 1..{d}, got {order.tolist()}.")
-  return [order] + [1 + np.arange(u) % max(d - 1, 1) for u in hidden_units]
+  top = max(d - 1, 1)
+
+  def hidden(u):
+    if u >= top:
+      return 1 + np.arange(u) % top
+    return 1 + (np.arange(u) * top) // u  # evenly spread over 1..D-1
+
+  return [order] + [hidden(u) for u in hidden_units]
 
 
 class MADE(_Network):
@@ -208,7 +216,7 @@ class MADE(_Network):
   Args:
     event_size: ``D`` (>= 2).
     num_params: parameters per entry (2 for an affine MAF, ``3K - 1`` for a spline).
-    hidden_units: ints, each >= D - 1 so every degree has a unit.
+    hidden_units: ints (layers of at least ``D - 1`` units give every degree a unit).
     activation: name or callable.
     conditional_size: size of an optional context vector (0: none).
     order: the autoregressive order as a permutation of ``1..D`` (default ``1..D``).
@@ -237,9 +245,6 @@ class MADE(_Network):
       raise ValueError(f"num_params must be >= 1, got {num_params}.")
     super().__init__(d, int(num_params) * d, conditional_size, dtype, name)
     units = _check_units(hidden_units)
-    if min(units) < d - 1:
-      raise ValueError(f"MADE on {d} entries needs at least {d - 1} units per hidden layer, "
-                       f"got hidden_units={hidden_units!r}.")
     self.event_size, self.num_params = d, int(num_params)
     self.activation = _activation(activation)
     degrees = made_degrees(d, units, order)
