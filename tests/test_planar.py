@@ -326,3 +326,11 @@ def test_amortized_planar_parameters_carry_gradients_to_the_encoder():
     loss = tf.reduce_sum(z) + tf.reduce_sum(log_q)
   grad = tape.gradient(loss, kernel).numpy()
   assert log_q.shape == [n] and np.all(np.isfinite(grad)) and np.max(np.abs(grad)) > 1e-6
+
+
+def test_solve_inverse_takes_numpy_and_rejects_other_dtypes():
+  layer = tff.bijectors.Planar(2)
+  z, info = layer.solve_inverse(np.zeros((4, 2), np.float32))
+  assert z.shape == [4, 2] and bool(tf.reduce_all(info.converged))
+  with pytest.raises(TypeError, match="float32"):
+    layer.solve_inverse(np.zeros((4, 2), np.float64))

@@ -332,6 +332,11 @@ class Planar(core.DtypeChecked, tfb.Bijector):
     ``info`` is a ``numerics.RootResult`` of the scalar equation ``x + wᵀû h(x) = wᵀy + b``
     (for leaky-ReLU: the closed-form root, zero iterations, converged everywhere).
     """
+    given = getattr(y, "dtype", None)  # numpy arrays and tensors keep their dtype (no casts)
+    if given is not None and tf.as_dtype(given) != self.dtype:
+      raise TypeError(f"{self.name}: y must have dtype {self.dtype.name}, got "
+                      f"{tf.as_dtype(given).name}.")
+    y = tf.convert_to_tensor(y, dtype=self.dtype, name="y")
     y = self._check(y, "y")
     u_hat, w, b, _, p, ok = self.constrained_parameters()
     # A fused reduction here: the inverse's layers contain divisions, which XLA does not
