@@ -109,8 +109,12 @@ def test_config_is_the_builder_call():
   flow = tff.flows.realnvp([2], num_layers=2, hidden_units=(8,), dtype=tf.float64)
   config = tff.flows.get_config(tff.flows.distribution(flow, [2]))
   json.dumps(config)  # plain JSON
-  assert config["kwargs"]["bijector"] == {"builder": "realnvp", "kwargs": {
-      "event_shape": [2], "num_layers": 2, "hidden_units": [8], "dtype": {"dtype": "float64"}}}
+  kwargs = config["kwargs"]["bijector"]["kwargs"]
+  assert config["kwargs"]["bijector"]["builder"] == "realnvp"
+  assert {k: kwargs[k] for k in ("event_shape", "num_layers", "hidden_units", "dtype")} == {
+      "event_shape": [2], "num_layers": 2, "hidden_units": [8], "dtype": {"dtype": "float64"}}
+  # Defaults are recorded too, so a later change of a default cannot change a saved model.
+  assert kwargs["log_scale_bound"] == 3. and kwargs["seed"] == 0
   again = tff.flows.from_config(config)
   assert [v.shape for v in again.variables] == [v.shape for v in flow.variables]
   assert again.dtype == tf.float64

@@ -2,7 +2,8 @@
 
 Every public builder is wrapped by ``builder``: the object it returns is remembered (in a
 table here, keyed by object identity and held by weak reference; nothing is stored on the
-object) with the builder's name and the arguments it was called with. ``distribution`` does
+object) with the builder's name and every argument of the call (defaults included, so that
+a file saved today rebuilds the same map after a default changes). ``distribution`` does
 the same for the ``TransformedDistribution`` it returns. ``get_config`` reads that back as a
 JSON-ready dict and ``from_config`` calls the builders again, which rebuilds the same
 structure with the same variable names and shapes (fresh values: load the weights into it).
@@ -98,7 +99,9 @@ def builder(fn):
   def wrapper(*args, **kwargs):
     flow = fn(*args, **kwargs)
     try:
-      arguments = signature.bind(*args, **kwargs).arguments
+      bound = signature.bind(*args, **kwargs)
+      bound.apply_defaults()  # defaults recorded too: a later default change keeps the map
+      arguments = bound.arguments
       spec = {}
       for key, value in arguments.items():
         if signature.parameters[key].kind is inspect.Parameter.VAR_KEYWORD:
