@@ -69,7 +69,8 @@ def parse(variant):
   (200 steps).
   """
   base, *flags = variant.split("+")
-  unknown = {f for f in flags if f != "clip" and not re.fullmatch(r"warmup[0-9]*", f)}
+  unknown = {f for f in flags if f not in ("clip", "latent", "data")
+             and not re.fullmatch(r"warmup[0-9]*", f)}
   clip = 10. if "clip" in flags or base in ("clip", "sigmoid0_clip") else None
   warm = 200 if base == "warmup" else 0
   for f in flags:
@@ -92,6 +93,8 @@ def parse(variant):
     kw.update(scale="sigmoid", scale_offset=float(base[7:]))
   elif base not in VARIANTS:
     unknown.add(base)
+  if "latent" in flags or "data" in flags:
+    kw["latent_shift"] = "latent" in flags
   if unknown:
     raise SystemExit(f"unknown variant parts {sorted(unknown)} in {variant!r}; named variants "
                      f"{VARIANTS} or tanh<bound> / sigmoid<offset>, then +clip / +warmup[N]")
@@ -101,7 +104,7 @@ def parse(variant):
 def build(variant, seed):
   base, overrides, _, _ = parse(variant)
   kw = dict(num_layers=3, hidden_units=32, num_blocks=1, num_scales=2, seed=seed,
-            scale="tanh", log_scale_bound=3.)
+            scale="tanh", log_scale_bound=3., latent_shift=False)
   kw.update(overrides)
   flow = tff.flows.realnvp(SHAPE, **kw)
   if base == "no_data_init":
