@@ -11,9 +11,10 @@ reference:
 * ``tanh3``: checkerboard couplings in the squeezed layout (the speed change), ``tanh`` scale
   bounded by 3 -- the reference for the single-factor variants below;
 * ``tanh1``: ``tanh`` bound 1 (scale parameterisation);
-* ``sigmoid``: Glow's bounded ``sigmoid`` scale (scale parameterisation; the new default):
-  a coupling expands the data -> latent direction by at most 13.5 % (offset 2);
-* ``sigmoid0``: the same with offset 0 (expansion up to 2x per coupling);
+* ``sigmoid``: Glow's bounded ``sigmoid`` scale (scale parameterisation): a coupling expands
+  the data -> latent direction by at most 13.5 % (offset 2);
+* ``sigmoid0``: the same with offset 0 (expansion up to 2x per coupling; the builder's
+  default is offset -1, ``sigmoid-1``: 3.7x);
 * ``warmup``: linear learning-rate warm-up over 200 steps (learning-rate warm-up);
 * ``no_data_init``: ActNorms start at the identity instead of the first batch's statistics;
 * ``no_actnorm``: no ActNorm at all (data init and its placement);
