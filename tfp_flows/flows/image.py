@@ -62,8 +62,8 @@ def realnvp_image(event_shape, num_layers=3, hidden_units=64, num_scales=2, num_
   good density needs large expansions; the largest expansion a coupling may apply sets both
   the bits/dim reachable in a given number of steps and how far an image the networks did not
   expect is thrown (a loss spike). Measured (``benchmarks/study_realnvp_stability.py``; 28x28
-  MNIST, 2 scales, 32 channels, Adam 1e-3, batch 64, 300 steps, gradients clipped to norm 10
-  as the CLI does; largest rise of the training loss above its running minimum / test
+  MNIST, 2 scales, 32 channels, Adam 1e-3, batch 64, 300 steps, gradients clipped to global
+  norm 10; largest rise of the training loss above its running minimum / test
   bits/dim; seed 0, then seed 1 where given):
 
       sigmoid, a = 0  (cap 2x)     0.77 / 3.29
