@@ -15,7 +15,8 @@ Families (``--families``):
 
 * ``realnvp``: ``tff.flows.realnvp([28, 28, 1])``, multi-scale (2 scales, 3 couplings per
   mask block, 64-channel ConvResNets with one residual block of 1x1 convolutions,
-  checkerboard couplings in the squeezed layout, Glow's sigmoid scale, ActNorm);
+  checkerboard couplings in the squeezed layout, the default sigmoid scale with
+  offset -1, ActNorm);
 * ``masked_conv``: ``tff.flows.masked_conv([28, 28, 1], num_layers=4, hidden_units=16)``
   (MintNet-style; sampling by fixed-point iteration);
 * ``glow``: ``tff.flows.glow([28, 28, 1], num_levels=2, num_steps=4, hidden_units=64)``;
