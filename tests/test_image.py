@@ -203,6 +203,24 @@ def test_conv_resnet():
 
 # The multi-scale builder.
 
+@pytest.mark.parametrize("latent_shift", [False, True])
+def test_sigmoid_scale_against_closed_form(latent_shift):
+  """exp(-s) = sigmoid(r + a) / sigmoid(a); with latent_shift the data -> latent map of the
+  coupling is z = y exp(-s) - t', else (y - t) exp(-s)."""
+  rng = np.random.default_rng(0)
+  t_raw, r = rng.normal(size=(2, 5, 3)).astype(np.float32) * 2.
+  a = -1.
+  net = lambda x: tf.concat([t_raw, r], -1)  # noqa: E731
+  shift, log_scale = tff.nets.SigmoidScale(net, 3, a, latent_shift=latent_shift)(None)
+  sig = lambda v: 1. / (1. + np.exp(-v))  # noqa: E731
+  expansion = sig(r + a) / sig(a)  # exp(-s)
+  np.testing.assert_allclose(np.exp(-log_scale.numpy()), expansion, rtol=1e-5)
+  y = rng.normal(size=(5, 3)).astype(np.float32)
+  z = (y - shift.numpy()) * np.exp(-log_scale.numpy())  # AffineCoupling's inverse
+  want = y * expansion - t_raw if latent_shift else (y - t_raw) * expansion
+  np.testing.assert_allclose(z, want, rtol=1e-5, atol=1e-5)
+
+
 def test_realnvp_image_structure_and_errors():
   flow = tff.flows.realnvp([8, 8, 1], num_layers=1, hidden_units=4, num_blocks=0,
                            num_scales=3, dtype=tf.float64)
