@@ -235,7 +235,8 @@ def test_realnvp_image_structure_and_errors():
   # The full-resolution layout of the paper is still available.
   full = tff.flows.realnvp([8, 8, 1], num_layers=1, hidden_units=4, num_blocks=0,
                            squeezed_checkerboard=False, scale="tanh")
-  assert full.bijectors[1].mask.shape == (8, 8, 1) and full.bijectors[2].name.endswith("squeeze_inv")
+  assert full.bijectors[1].mask.shape == (8, 8, 1)
+  assert full.bijectors[2].name.endswith("squeeze_inv")
   with pytest.raises(ValueError, match="scale must be one of"):
     tff.flows.realnvp([8, 8, 1], scale="exp")
   with pytest.raises(ValueError, match="num_scales=4"):

@@ -184,9 +184,9 @@ def masked_conv(event_shape, num_layers=4, hidden_units=None, activation="elu", 
   Layer ``i`` (data side first) is an optional ``LinearMaskedConv2D`` followed by a
   ``MaskedConv2D`` block, both in raster order for even ``i`` and reverse raster order for odd
   ``i``, so information flows both ways (the receptive field grows by a pixel per masked
-  convolution). Density evaluation (``log_prob``, training) is explicit, one pass of masked convolutions per block;
-  sampling solves each block by fixed-point iteration and each linear layer by a triangular
-  solve (see ``tff.bijectors.MaskedConv2D``).
+  convolution). Density evaluation (``log_prob``, training) is explicit, one pass of masked
+  convolutions per block; sampling solves each block by fixed-point iteration and each linear
+  layer by back-substitution (see ``tff.bijectors.MaskedConv2D``, docs/images.md).
 
   Args:
     event_shape: ``[H, W, C]``.
