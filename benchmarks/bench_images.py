@@ -15,7 +15,8 @@ Families (``--families``):
 
 * ``realnvp``: ``tff.flows.realnvp([28, 28, 1])``, multi-scale (2 scales, 3 couplings per
   mask block, 64-channel ConvResNets with one residual block of 1x1 convolutions,
-  checkerboard couplings in the squeezed layout, Glow's sigmoid scale, ActNorm);
+  checkerboard couplings in the squeezed layout, the default sigmoid scale with
+  offset -1, ActNorm);
 * ``masked_conv``: ``tff.flows.masked_conv([28, 28, 1], num_layers=4, hidden_units=16)``
   (MintNet-style; sampling by fixed-point iteration);
 * ``glow``: ``tff.flows.glow([28, 28, 1], num_levels=2, num_steps=4, hidden_units=64)``;
@@ -156,9 +157,19 @@ def test_bits_per_dim(dist, u_test):
 
 
 def peak_memory_mb():
+  """This process's peak memory: the GPU allocator's peak, else the resident set's high-water
+  mark ``VmHWM`` (Linux; reset by ``exec``, unlike ``ru_maxrss``, which a worker inherits
+  from the parent that forked it -- it reported the parent's size for every family)."""
   tf, _, _ = _tf()
   if tf.config.list_physical_devices("GPU"):
     return tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20
+  try:
+    with open("/proc/self/status") as f:
+      for line in f:
+        if line.startswith("VmHWM:"):
+          return int(line.split()[1]) / 2**10  # kB
+  except OSError:
+    pass
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10  # Linux: kilobytes
 
 
@@ -222,7 +233,8 @@ def worker(args):
   t0 = time.perf_counter()
   samples = sample().numpy()
   sample_s = time.perf_counter() - t0
-  name = f"images_samples_{args.worker}{'_quick' if args.quick else ''}.png"
+  name = (f"images_samples_{args.worker}{'_quick' if args.quick else ''}"
+          f"{'_' + args.tag if args.tag else ''}.png")
   os.makedirs(_common.RESULTS, exist_ok=True)
   save_grid(samples, os.path.join(_common.RESULTS, name))
   row = {
@@ -266,7 +278,8 @@ def run_worker(args, family, mode):
   cmd = [sys.executable, os.path.abspath(__file__), "--worker", family, "--mode", mode,
          "--out", out, "--data", args.data, "--budget_seconds", str(args.budget_seconds),
          "--steps", str(args.steps), "--batch", str(args.batch), "--lr", str(args.lr),
-         "--seed", str(args.seed), "--jit", args.jit, "--clip", str(args.clip)] + (
+         "--seed", str(args.seed), "--jit", args.jit, "--clip", str(args.clip),
+         "--tag", args.tag] + (
              ["--quick"] if args.quick else [])
   if args.config:
     cmd += ["--config", json.dumps(args.config)]

@@ -11,9 +11,10 @@ reference:
 * ``tanh3``: checkerboard couplings in the squeezed layout (the speed change), ``tanh`` scale
   bounded by 3 -- the reference for the single-factor variants below;
 * ``tanh1``: ``tanh`` bound 1 (scale parameterisation);
-* ``sigmoid``: Glow's bounded ``sigmoid`` scale (scale parameterisation; the new default):
-  a coupling expands the data -> latent direction by at most 13.5 % (offset 2);
-* ``sigmoid0``: the same with offset 0 (expansion up to 2x per coupling);
+* ``sigmoid``: Glow's bounded ``sigmoid`` scale (scale parameterisation): a coupling expands
+  the data -> latent direction by at most 13.5 % (offset 2);
+* ``sigmoid0``: the same with offset 0 (expansion up to 2x per coupling; the builder's
+  default is offset -1, ``sigmoid-1``: 3.7x);
 * ``warmup``: linear learning-rate warm-up over 200 steps (learning-rate warm-up);
 * ``no_data_init``: ActNorms start at the identity instead of the first batch's statistics;
 * ``no_actnorm``: no ActNorm at all (data init and its placement);
@@ -21,7 +22,9 @@ reference:
 * ``random_output``: conditioners' output layers start random (``N(0, 0.1 / fan_in)``)
   instead of zero (conditioner init);
 * ``clip``: gradients clipped to global norm 10 (of the bits/dim loss);
-* ``sigmoid0_clip``: ``sigmoid0`` with that clipping.
+* ``sigmoid0_clip``: ``sigmoid0`` with that clipping;
+* ``tanh<b>`` / ``sigmoid<a>`` (e.g. ``tanh2``, ``sigmoid-2``): any bound or offset, and
+  ``+clip`` / ``+warmup`` after any variant (``sigmoid-2+clip``).
 
 Reported per variant: bits/dim at initialisation (test), the largest rise of the training
 loss above its running minimum ("spike", bits/dim), the number of steps more than 0.5
@@ -38,6 +41,7 @@ and the worst seed's spike.
 
 import argparse
 import os
+import re
 import sys
 import time
 
@@ -58,31 +62,63 @@ VARIANTS = ("old", "tanh3", "tanh1", "sigmoid", "sigmoid0", "warmup", "no_data_i
             "no_actnorm", "no_logit", "random_output", "clip", "sigmoid0_clip")
 
 
-def build(variant, seed):
-  kw = dict(num_layers=3, hidden_units=32, num_blocks=1, num_scales=2, seed=seed,
-            scale="tanh", log_scale_bound=3.)
-  if variant == "old":
+def parse(variant):
+  """``variant`` -> (base name, builder overrides, clip, warm-up steps).
+
+  A named variant (``VARIANTS``) or a scale spec ``tanh<b>`` / ``sigmoid<a>`` (e.g. ``tanh2``,
+  ``sigmoid-2``), each optionally followed by ``+clip`` (global norm 10) and ``+warmup``
+  (200 steps).
+  """
+  base, *flags = variant.split("+")
+  unknown = {f for f in flags if f not in ("clip", "latent", "data")
+             and not re.fullmatch(r"warmup[0-9]*", f)}
+  clip = 10. if "clip" in flags or base in ("clip", "sigmoid0_clip") else None
+  warm = 200 if base == "warmup" else 0
+  for f in flags:
+    if f.startswith("warmup"):
+      warm = int(f[6:] or 200)
+  kw = {}
+  if base == "old":
     kw["squeezed_checkerboard"] = False
-  elif variant == "tanh1":
+  elif base == "tanh1":
     kw["log_scale_bound"] = 1.
-  elif variant == "sigmoid":
-    kw["scale"] = "sigmoid"
-  elif variant in ("sigmoid0", "sigmoid0_clip"):
+  elif base == "sigmoid":
+    kw.update(scale="sigmoid", scale_offset=2.)
+  elif base in ("sigmoid0", "sigmoid0_clip"):
     kw.update(scale="sigmoid", scale_offset=0.)
-  elif variant == "no_actnorm":
+  elif base == "no_actnorm":
     kw["actnorm"] = False
+  elif re.fullmatch(r"tanh[0-9.]+", base):
+    kw["log_scale_bound"] = float(base[4:])
+  elif re.fullmatch(r"sigmoid-?[0-9.]+", base):
+    kw.update(scale="sigmoid", scale_offset=float(base[7:]))
+  elif base not in VARIANTS:
+    unknown.add(base)
+  if "latent" in flags or "data" in flags:
+    kw["latent_shift"] = "latent" in flags
+  if unknown:
+    raise SystemExit(f"unknown variant parts {sorted(unknown)} in {variant!r}; named variants "
+                     f"{VARIANTS} or tanh<bound> / sigmoid<offset>, then +clip / +warmup[N]")
+  return base, kw, clip, warm
+
+
+def build(variant, seed):
+  base, overrides, _, _ = parse(variant)
+  kw = dict(num_layers=3, hidden_units=32, num_blocks=1, num_scales=2, seed=seed,
+            scale="tanh", log_scale_bound=3., latent_shift=False)
+  kw.update(overrides)
   flow = tff.flows.realnvp(SHAPE, **kw)
-  if variant == "no_data_init":
+  if base == "no_data_init":
     for m in tff.core.pending_data_init(flow):
       m.initialized.assign(True)
-  if variant == "random_output":
+  if base == "random_output":
     rng = np.random.default_rng(seed)
     for m in flow.submodules:
       if isinstance(m, tff.nets.ConvResNet):
         k = m.out.kernel
         fan_in = int(np.prod(k.shape[:3]))
         k.assign(rng.normal(0., 0.1 / fan_in, k.shape).astype(np.float32))
-  pre = (tfb.Shift(0.5) if variant == "no_logit" else tff.bijectors.Logit(0.05))
+  pre = (tfb.Shift(0.5) if base == "no_logit" else tff.bijectors.Logit(0.05))
   chain = tfb.Chain([tff.bijectors.Dequantize(256), pre, flow])
   return tfd.TransformedDistribution(tfd.Sample(tfd.Normal(0., 1.), SHAPE), chain)
 
@@ -101,8 +137,7 @@ def run(variant, x_train, u_test, steps, seed):
   bpd_init = test_bpd(dist, u_test)[0]
   variables = dist.trainable_variables
   opt = tf.keras.optimizers.Adam(1e-3)
-  warm = 200 if variant == "warmup" else 0
-  clip = 10. if variant in ("clip", "sigmoid0_clip") else None
+  _, _, clip, warm = parse(variant)
   xtr = tf.constant(x_train, tf.float32)
   n = len(x_train)
 
@@ -146,14 +181,14 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--data", default=_common.DEFAULT_MNIST, help="npz with key 'images'")
   parser.add_argument("--variants", default=",".join(VARIANTS))
+  parser.add_argument("--tag", default="", help="suffix of the results file name")
   parser.add_argument("--steps", type=int, default=400)
   parser.add_argument("--seeds", default="0", help="comma-separated seeds")
   parser.add_argument("--quick", action="store_true", help="smoke run: 20 steps, 2 variants")
   args = parser.parse_args()
   variants = ["tanh3", "sigmoid"] if args.quick else args.variants.split(",")
-  unknown = set(variants) - set(VARIANTS)
-  if unknown:
-    raise SystemExit(f"unknown variants {sorted(unknown)}; choose from {VARIANTS}")
+  for v in variants:
+    parse(v)  # fail early on a bad name
   steps = 20 if args.quick else args.steps
   env = _common.environment()
   print(_common.header_line(env))
@@ -183,7 +218,8 @@ def main():
        "worst test image (bits/dim)"], summary,
       title=f"Image RealNVP stability on MNIST 28x28, {steps} Adam steps (lr 1e-3, batch 64); "
             "means over seeds, maxima for spikes and worst cases")
-  _common.write_results("realnvp_stability_quick" if args.quick else "realnvp_stability",
+  name = "realnvp_stability_quick" if args.quick else "realnvp_stability"
+  _common.write_results(name + (f"_{args.tag}" if args.tag else ""),
                         {"steps": steps, "seeds": seeds, "rows": rows}, env)
 
 

@@ -6,7 +6,6 @@ data-dependent init (eager, tf.function, XLA, checkpoints), the builder on 28x28
 32x32x3 images, and the digits data.
 """
 
-import os
 
 import numpy as np
 import pytest
@@ -204,6 +203,24 @@ def test_conv_resnet():
 
 # The multi-scale builder.
 
+@pytest.mark.parametrize("latent_shift", [False, True])
+def test_sigmoid_scale_against_closed_form(latent_shift):
+  """exp(-s) = sigmoid(r + a) / sigmoid(a); with latent_shift the data -> latent map of the
+  coupling is z = y exp(-s) - t', else (y - t) exp(-s)."""
+  rng = np.random.default_rng(0)
+  t_raw, r = rng.normal(size=(2, 5, 3)).astype(np.float32) * 2.
+  a = -1.
+  net = lambda x: tf.concat([t_raw, r], -1)  # noqa: E731
+  shift, log_scale = tff.nets.SigmoidScale(net, 3, a, latent_shift=latent_shift)(None)
+  sig = lambda v: 1. / (1. + np.exp(-v))  # noqa: E731
+  expansion = sig(r + a) / sig(a)  # exp(-s)
+  np.testing.assert_allclose(np.exp(-log_scale.numpy()), expansion, rtol=1e-5)
+  y = rng.normal(size=(5, 3)).astype(np.float32)
+  z = (y - shift.numpy()) * np.exp(-log_scale.numpy())  # AffineCoupling's inverse
+  want = y * expansion - t_raw if latent_shift else (y - t_raw) * expansion
+  np.testing.assert_allclose(z, want, rtol=1e-5, atol=1e-5)
+
+
 def test_realnvp_image_structure_and_errors():
   flow = tff.flows.realnvp([8, 8, 1], num_layers=1, hidden_units=4, num_blocks=0,
                            num_scales=3, dtype=tf.float64)
@@ -218,7 +235,8 @@ def test_realnvp_image_structure_and_errors():
   # The full-resolution layout of the paper is still available.
   full = tff.flows.realnvp([8, 8, 1], num_layers=1, hidden_units=4, num_blocks=0,
                            squeezed_checkerboard=False, scale="tanh")
-  assert full.bijectors[1].mask.shape == (8, 8, 1) and full.bijectors[2].name.endswith("squeeze_inv")
+  assert full.bijectors[1].mask.shape == (8, 8, 1)
+  assert full.bijectors[2].name.endswith("squeeze_inv")
   with pytest.raises(ValueError, match="scale must be one of"):
     tff.flows.realnvp([8, 8, 1], scale="exp")
   with pytest.raises(ValueError, match="num_scales=4"):
@@ -326,22 +344,20 @@ def _assert_smooth_decrease(losses, drop, spike=0.5):
 
 
 def test_image_realnvp_trains_smoothly_on_real_digits():
-  """Real 8x8 digits (17 levels): the default image RealNVP's loss falls without spikes."""
+  """Real images at 256 levels: the default image RealNVP's loss falls without spikes.
+
+  scikit-learn's 8x8 digits rescaled to 256 levels (``round(x * 255 / 16)``) have what made
+  real MNIST hard: a constant background whose 1-level bins are narrow in logit space, so a
+  good density needs large expansions. Measured (this curve, seeds 0-3): the default scale
+  (sigmoid, offset -1) rose at most 0.11 bits/dim above its running minimum in 80 steps and
+  fell by 1.1 bits/dim; RealNVP's tanh log-scale bounded by 3 rose 0.69-1.16 bits/dim in 3
+  of the 4 seeds (at steps 35-56). The threshold, 0.4, lies between the two.
+  """
   x_train, _ = tff.datasets.digits()
+  images = np.round(x_train * 255. / 16.).astype(np.int32)
   flow = tff.flows.realnvp([8, 8, 1], num_layers=1, hidden_units=16, num_scales=2)
-  _assert_smooth_decrease(_training_curve(flow, x_train, 17, steps=60), drop=0.4)
-
-
-def test_image_realnvp_trains_smoothly_on_real_mnist():
-  """Real 28x28 MNIST (256 levels), when the shared data file is present."""
-  path = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "mnist_8k.npz")
-  path = os.environ.get("TFF_MNIST", path)
-  if not os.path.isfile(path):
-    pytest.skip(f"no MNIST file at {path} (set TFF_MNIST)")
-  with np.load(path) as f:
-    images = f["images"][:2000, :, :, None].astype(np.int32)
-  flow = tff.flows.realnvp([28, 28, 1], num_layers=1, hidden_units=16, num_scales=2)
-  _assert_smooth_decrease(_training_curve(flow, images, 256, steps=80), drop=1.)
+  losses = _training_curve(flow, images, 256, steps=80)
+  _assert_smooth_decrease(losses, drop=0.8, spike=0.4)
 
 
 def test_image_builders_pass_validate_args():

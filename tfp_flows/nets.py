@@ -385,17 +385,27 @@ class SigmoidScale(tf.Module):
   (RealNVP's ``tanh``-bounded log-scale allows ``e^3`` per coupling). Use it with
   ``AffineCoupling(..., log_scale_bound=None)``.
 
+  With ``latent_shift`` the shift output ``t'`` is in latent units: the coupling's shift is
+  ``t = t' exp(s)``, so ``y = (x + t') exp(s)`` and the data -> latent direction is
+  ``z = y exp(-s) - t'``. The same family (``t' = t exp(-s)``); what changes is the
+  conditioning of training: with the shift in data units (``z = (y - t) exp(-s)``) an error
+  of the predicted shift is amplified by the expansion ``exp(-s)``, and so are the gradient
+  and the curvature of the loss in the shift (by ``exp(-2s)``), which a fixed learning rate
+  turns into loss spikes once couplings expand (docs/images.md).
+
   Args:
     net: a callable ``net(x, conditional_input=None) -> [..., 2C]`` (e.g. ``ConvResNet``).
     channels: ``C``.
     offset: ``a`` (Glow: 2); larger is more conservative.
+    latent_shift: the shift in latent units (see above); default False (Glow's form).
   """
 
-  def __init__(self, net, channels, offset=2., name="scale_conditioner"):
+  def __init__(self, net, channels, offset=2., latent_shift=False, name="scale_conditioner"):
     super().__init__(name=name)
     self.net = net
     self.channels = int(channels)
     self.offset = float(offset)
+    self.latent_shift = bool(latent_shift)
     self._log_norm = float(np.logaddexp(0., -self.offset))  # softplus(-a): s = 0 at r = 0
 
   @property
@@ -409,6 +419,8 @@ class SigmoidScale(tf.Module):
     # exp(-s) = sigmoid(r + a) / sigmoid(a)  <=>  s = softplus(-(r + a)) - softplus(-a).
     log_scale = (tf.math.softplus(-(raw + tf.constant(self.offset, raw.dtype)))
                  - tf.constant(self._log_norm, raw.dtype))
+    if self.latent_shift:
+      shift = shift * tf.exp(log_scale)
     return shift, log_scale
 
 

@@ -32,7 +32,7 @@ _SCALES = ("sigmoid", "tanh")
 
 def realnvp_image(event_shape, num_layers=3, hidden_units=64, num_scales=2, num_blocks=1,
                    hidden_kernel_size=1, activation="relu", scale="sigmoid", log_scale_bound=3.,
-                   scale_offset=0., actnorm=True, squeezed_checkerboard=True,
+                   scale_offset=-1., latent_shift=False, actnorm=True, squeezed_checkerboard=True,
                    conditional_shape=None, validate_args=False, dtype=tf.float32, seed=0,
                    name="realnvp"):
   """Multi-scale RealNVP on ``[H, W, C]`` images (Dinh et al. 2017, section 3.6).
@@ -55,14 +55,27 @@ def realnvp_image(event_shape, num_layers=3, hidden_units=64, num_scales=2, num_
   coupling. The flow is the same family (the same entries condition the same entries); only
   the networks' layout differs. Odd-sized last scales use full-resolution masks.
 
-  The coupling scale (``scale``) is a bounded ``"sigmoid"`` by default (see
-  ``tff.nets.SigmoidScale``; with ``scale_offset=0`` one coupling expands the data -> latent
-  direction by at most 2x). On real images (28x28 MNIST under ``Logit(0.05)``) RealNVP's
-  ``"tanh"`` log-scale with bound 3 (up to ``e^3`` per coupling, compounding through the
-  stack) made the training loss jump by up to 50 bits/dim, gradient norms reach 1e5 and
-  training set back for tens of steps after such a jump; the bounded scale cut the largest
-  jump to ~2 bits/dim and the largest gradient norm 250-fold over 3 seeds
-  (``benchmarks/study_realnvp_stability.py``; docs/images.md).
+  The coupling scale (``scale``) is by default ``"sigmoid"`` with ``scale_offset=-1``
+  (``tff.nets.SigmoidScale``): one coupling expands the data -> latent direction by at most
+  ``1 / sigmoid(-1) = 3.7x`` and contracts it freely. On 256-level images with a flat
+  background (MNIST under ``Logit(0.05)``) a 1-level bin is ~0.07 wide in logit space, so a
+  good density needs large expansions; the largest expansion a coupling may apply sets both
+  the bits/dim reachable in a given number of steps and how far an image the networks did not
+  expect is thrown (a loss spike). Measured (``benchmarks/study_realnvp_stability.py``; 28x28
+  MNIST, 2 scales, 32 channels, Adam 1e-3, batch 64, 300 steps, gradients clipped to global
+  norm 10; largest rise of the training loss above its running minimum / test
+  bits/dim; seed 0, then seed 1 where given):
+
+      sigmoid, a = 0  (cap 2x)     0.77 / 3.29
+      sigmoid, a = -1 (cap 3.7x)   1.05 / 3.01,  1.29 / 2.81      <- default
+      sigmoid, a = -2 (cap 8.4x)   6.62 / 2.67
+      tanh, bound 2   (cap 7.4x)   1.46 / 2.79,  127 / 2.65
+      tanh, bound 3   (cap 20x)    3.16 / 2.62   (over 400 steps, 3 seeds: spikes 3 to 1e5)
+
+  Without clipping the larger caps spiked by 1.7-28 bits/dim (a = -2: 27.8 with seed 1). No
+  setting tried removed the trade-off (warm-up and a shift in latent units made it worse;
+  docs/images.md); for the best bits/dim at a fixed budget take ``scale="tanh"`` and
+  expect spikes.
 
   Args:
     event_shape: ``[H, W, C]``; ``H`` and ``W`` divisible by ``2^(num_scales - 1)`` and the
@@ -78,7 +91,9 @@ def realnvp_image(event_shape, num_layers=3, hidden_units=64, num_scales=2, num_
       soft-clamped to ``[-log_scale_bound, log_scale_bound]``).
     log_scale_bound: the bound of ``"tanh"``.
     scale_offset: ``a`` of ``"sigmoid"``: one coupling expands the data -> latent direction
-      by at most ``1 / sigmoid(a)`` (0: 2x, the default; Glow's 2: 13.5 %).
+      by at most ``1 / sigmoid(a)`` (-2: 8.4x, the default; 0: 2x; Glow's 2: 13.5 %).
+    latent_shift: with ``"sigmoid"``, the conditioners' shift in latent units
+      (``tff.nets.SigmoidScale``): ``z = x exp(-s) - t`` instead of ``(x - t) exp(-s)``.
     actnorm: put an ``ActNorm`` before every coupling.
     squeezed_checkerboard: run checkerboard couplings in the squeezed layout (see above).
     conditional_shape: ``[K]``: every coupling takes a ``conditional_input`` of that shape.
@@ -113,8 +128,8 @@ def realnvp_image(event_shape, num_layers=3, hidden_units=64, num_scales=2, num_
                           seed=int(rng.integers(2**31)), name=f"{label}_net")
     bound = log_scale_bound
     if scale == "sigmoid":
-      net, bound = nets.SigmoidScale(net, shape[-1], scale_offset,
-                                        name=f"{label}_conditioner"), None
+      net, bound = nets.SigmoidScale(net, shape[-1], scale_offset, latent_shift=latent_shift,
+                                     name=f"{label}_conditioner"), None
     coupling = AffineCoupling(mask, net, log_scale_bound=bound,
                               conditional_shape=[cond_size] if cond_size else None,
                               name=label, **common)
@@ -169,9 +184,9 @@ def masked_conv(event_shape, num_layers=4, hidden_units=None, activation="elu", 
   Layer ``i`` (data side first) is an optional ``LinearMaskedConv2D`` followed by a
   ``MaskedConv2D`` block, both in raster order for even ``i`` and reverse raster order for odd
   ``i``, so information flows both ways (the receptive field grows by a pixel per masked
-  convolution). Density evaluation (``log_prob``, training) is explicit, one pass of masked convolutions per block;
-  sampling solves each block by fixed-point iteration and each linear layer by a triangular
-  solve (see ``tff.bijectors.MaskedConv2D``).
+  convolution). Density evaluation (``log_prob``, training) is explicit, one pass of masked
+  convolutions per block; sampling solves each block by fixed-point iteration and each linear
+  layer by back-substitution (see ``tff.bijectors.MaskedConv2D``, docs/images.md).
 
   Args:
     event_shape: ``[H, W, C]``.
