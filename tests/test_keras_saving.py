@@ -115,6 +115,8 @@ def test_config_is_the_builder_call():
       "event_shape": [2], "num_layers": 2, "hidden_units": [8], "dtype": {"dtype": "float64"}}
   # Defaults are recorded too, so a later change of a default cannot change a saved model.
   assert kwargs["log_scale_bound"] == 3. and kwargs["seed"] == 0
+  image = tff.flows.get_config(tff.flows.realnvp([4, 4, 1], num_layers=1, hidden_units=4))
+  assert image["builder"] == "realnvp_image" and "scale_offset" in image["kwargs"]
   again = tff.flows.from_config(config)
   assert [v.shape for v in again.variables] == [v.shape for v in flow.variables]
   assert again.dtype == tf.float64

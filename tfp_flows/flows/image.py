@@ -30,6 +30,7 @@ def _space_to_depth(mask):
 _SCALES = ("sigmoid", "tanh")
 
 
+@_config.builder
 def realnvp_image(event_shape, num_layers=3, hidden_units=64, num_scales=2, num_blocks=1,
                    hidden_kernel_size=1, activation="relu", scale="sigmoid", log_scale_bound=3.,
                    scale_offset=-1., latent_shift=False, actnorm=True, squeezed_checkerboard=True,
