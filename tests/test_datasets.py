@@ -49,7 +49,8 @@ def test_six_gaussians_match_scipy():
 
 
 @pytest.mark.parametrize("name,sub", [("8gaussians", 4), ("checkerboard", 4), ("6gaussians", 10),
-                                      ("2spirals", 6)])
+                                      # ~60 s: its log_prob integrates along the spiral.
+                                      pytest.param("2spirals", 6, marks=pytest.mark.slow)])
 def test_exact_log_prob_matches_samples(name, sub):
   """Samples land where the density is: bin counts agree with the density's bin integrals."""
   toy = tff.datasets.toy(name)

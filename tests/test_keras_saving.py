@@ -77,10 +77,20 @@ def _data(shape, context, dtype, rng):
   return x.astype(dtype), (None if c is None else c.astype(dtype))
 
 
-def test_every_builder_round_trips_in_a_fresh_process(tmp_path):
+# The default suite round-trips a few representative flows (conditional couplings, a float64
+# MADE, data-initialised Gaussianization, a multi-scale image flow); -m slow runs every builder.
+QUICK = ("realnvp_conditional", "maf_float64", "gaussianization", "glow")
+
+
+@pytest.mark.parametrize("names", [
+    pytest.param(QUICK, id="representative"),
+    pytest.param(tuple(n for n in CASES if n not in QUICK), id="the_rest",
+                 marks=pytest.mark.slow)])
+def test_builder_flows_round_trip_in_a_fresh_process(tmp_path, names):
   rng = np.random.default_rng(0)
   steps = {}
-  for name, (call, shape, context) in CASES.items():
+  for name in names:
+    call, shape, context = CASES[name]
     flow = eval(call)  # pylint: disable=eval-used
     dist = tff.flows.distribution(flow, shape)
     model = tff.keras.FlowModel(dist)
@@ -93,7 +103,7 @@ def test_every_builder_round_trips_in_a_fresh_process(tmp_path):
     np.savez(tmp_path / f"{name}.npz", x=x, lp=model.log_prob(*args).numpy(),
              **({"c": c} if context else {}))
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-  run = subprocess.run([sys.executable, "-c", LOAD, str(tmp_path), json.dumps(list(CASES))],
+  run = subprocess.run([sys.executable, "-c", LOAD, str(tmp_path), json.dumps(list(names))],
                        capture_output=True, text=True, env=env, timeout=600)
   assert run.returncode == 0, run.stderr[-3000:]
   line = [l for l in run.stdout.splitlines() if l.startswith("RESULT")][-1]
@@ -102,7 +112,8 @@ def test_every_builder_round_trips_in_a_fresh_process(tmp_path):
     assert r["identical"], (name, r)
     # The optimizer came back with its state: its step count continues from the saved one.
     assert r["iterations"] == 2 * steps[name], (name, r)
-  assert results["maf_float64"]["dtype"] == "float64"
+  if "maf_float64" in results:
+    assert results["maf_float64"]["dtype"] == "float64"
 
 
 def test_config_is_the_builder_call():

@@ -600,7 +600,7 @@ def _train(run_dir, data, flow, epochs, batch_size, num_samples, learning_rate, 
     schedule = keras.optimizers.schedules.CosineDecay(
         learning_rate / 20., max(1, steps - warmup), alpha=0.02, warmup_target=learning_rate,
         warmup_steps=warmup)
-    model.compile(optimizer=keras.optimizers.Adam(schedule, clipnorm=10.))
+    model.compile(optimizer=keras.optimizers.Adam(schedule, global_clipnorm=10.))
   offset = float(np.mean(pre.log_prob(np.zeros(1), d.event_shape)))  # model -> data units
   num_dims = int(np.prod(d.event_shape))
   bpd = (lambda nll: nll / (num_dims * math.log(2.))) if d.info["dequantized"] else None
