@@ -40,7 +40,8 @@ the same MLPs, batch 512, D = 2), timed interleaved (``_common.interleaved_times
         --state-dir /tmp/zuko_state --tag _nsf_2spirals   # rerun until done: resumes zuko
 
 Results: a table per density and ``benchmarks/results/density.json`` (``density_quick.json``
-for ``--quick``; ``--tag`` appends a suffix).
+for ``--quick``; ``--tag`` appends a suffix). Runs split over several commands (one density or
+family each, with ``--tag``) are joined with ``--merge results/density_a.json ...``.
 """
 
 import argparse
@@ -249,13 +250,20 @@ class Digits:
 
 def quality(args, env):
   rows = []
+  done = set()
+  path = os.path.join(_common.RESULTS, args.out_name + ".json")
+  if args.state_dir and os.path.exists(path):  # resuming a split run: keep its finished rows
+    import json
+    with open(path) as f:
+      rows = json.load(f)["results"].get("quality", [])
+    done = {(r["density"], r["family"], r["library"], r["seed"]) for r in rows}
   for name in args.densities:
     data = Digits(args) if name == "digits" else Toy(name, args)
     hidden = args.digits_hidden if name == "digits" else args.hidden
     for family in args.only:
       for seed in args.seeds:
         for lib, train in (("tfp_flows", train_ours), ("zuko", train_zuko)):
-          if lib not in args.libs:
+          if lib not in args.libs or (name, family, lib, seed) in done:
             continue
           kwargs = {}
           if lib == "zuko" and args.state_dir:
@@ -319,8 +327,30 @@ def summary_tables(rows):
   return out
 
 
+def merge(paths, out_name):
+  """One results file (rows, tables, environments) from runs split into several commands."""
+  import json
+  rows, envs, step = [], [], None
+  for path in paths:
+    with open(path) as f:
+      payload = json.load(f)
+    envs.append(payload["environment"])
+    rows += payload["results"].get("quality", [])
+    step = payload["results"].get("step_time", step)
+  order = {n: i for i, n in enumerate(DENSITIES)}
+  fam = {n: i for i, n in enumerate(FAMILIES)}
+  rows.sort(key=lambda r: (order[r["density"]], fam[r["family"]], r["library"], r["seed"]))
+  result = {"merged_from": [os.path.basename(p) for p in paths], "environments": envs,
+            "quality": rows, "tables": summary_tables(rows)}
+  if step is not None:
+    result["step_time"] = step
+  _common.write_results(out_name, result, envs[-1] if envs else None)
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--merge", nargs="+", metavar="JSON",
+                      help="only merge these results files (of split runs) into one")
   parser.add_argument("--quick", action="store_true", help="tiny budgets (smoke run)")
   parser.add_argument("--only", default=",".join(FAMILIES), help="families, comma-separated")
   parser.add_argument("--densities", default=",".join(DENSITIES))
@@ -338,6 +368,9 @@ def main():
                       help="save/resume zuko training state here (runs longer than one "
                            "time-limited command)")
   args = parser.parse_args()
+  if args.merge:
+    merge(args.merge, "density" + args.tag)
+    return
   args.only = [f for f in args.only.split(",") if f]
   bad = sorted(set(args.only) - set(FAMILIES))
   if bad:
