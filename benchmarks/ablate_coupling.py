@@ -126,7 +126,21 @@ def main():
   parser.add_argument("--test", type=int, default=50000)
   parser.add_argument("--quick", action="store_true")
   parser.add_argument("--tag", default="", help="suffix of the results file name")
+  parser.add_argument("--merge", nargs="+", metavar="JSON",
+                      help="only merge these results files (of split runs) into one")
   args = parser.parse_args()
+  if args.merge:
+    import json
+    rows, envs = [], []
+    for path in args.merge:
+      with open(path) as f:
+        payload = json.load(f)
+      envs.append(payload["environment"])
+      rows += payload["results"]["rows"]
+    _common.write_results("ablate_coupling" + args.tag,
+                          {"merged_from": [os.path.basename(p) for p in args.merge],
+                           "environments": envs, "rows": rows}, envs[-1])
+    return
   args.batch, args.lr, args.hidden = 512, 1e-3, [64, 64]
   if args.quick:
     args.steps, args.test = 30, 2000
