@@ -24,7 +24,7 @@ Differences read in zuko 1.6's source (``zuko/nn.py``, ``zuko/transforms.py``,
     python benchmarks/ablate_coupling.py                                  # the full table
     python benchmarks/ablate_coupling.py --densities 6gaussians --seeds 0 --variants base,uniform
 
-Writes ``benchmarks/results/ablate_coupling.json``.
+Writes ``benchmarks/results/ablate_coupling.json`` (``--tag`` appends a suffix).
 """
 
 import argparse
@@ -79,6 +79,12 @@ VARIANTS = {
     "realnvp/permutation=alternate": ("realnvp", dict(net_init="glorot",
                                                       permutation="alternate")),
     "realnvp/new default": ("realnvp", dict()),
+    "realnvp/init=uniform + param=zuko": ("realnvp", dict(net_init="uniform",
+                                                          permutation="reverse",
+                                                          transformer=ZukoAffine())),
+    "realnvp/init=uniform + bound=none": ("realnvp", dict(net_init="uniform",
+                                                          permutation="reverse",
+                                                          log_scale_bound=None)),
     "maf/base (glorot)": ("maf", dict(net_init="glorot")),
     "maf/init=uniform (new default)": ("maf", dict(net_init="uniform")),
     "maf/init=random": ("maf", dict(net_init="random")),
@@ -87,7 +93,8 @@ VARIANTS = {
 SHORT = {"base": "realnvp/base (glorot, old default)", "uniform": "realnvp/init=uniform",
          "random": "realnvp/init=random", "param": "realnvp/param=zuko",
          "nobound": "realnvp/bound=none", "alternate": "realnvp/permutation=alternate",
-         "default": "realnvp/new default", "maf_base": "maf/base (glorot)",
+         "default": "realnvp/new default", "uniform_param": "realnvp/init=uniform + param=zuko",
+         "uniform_nobound": "realnvp/init=uniform + bound=none", "maf_base": "maf/base (glorot)",
          "maf_uniform": "maf/init=uniform (new default)", "maf_random": "maf/init=random",
          "maf_nobound": "maf/bound=none"}
 
@@ -118,7 +125,22 @@ def main():
   parser.add_argument("--steps", type=int, default=3000)
   parser.add_argument("--test", type=int, default=50000)
   parser.add_argument("--quick", action="store_true")
+  parser.add_argument("--tag", default="", help="suffix of the results file name")
+  parser.add_argument("--merge", nargs="+", metavar="JSON",
+                      help="only merge these results files (of split runs) into one")
   args = parser.parse_args()
+  if args.merge:
+    import json
+    rows, envs = [], []
+    for path in args.merge:
+      with open(path) as f:
+        payload = json.load(f)
+      envs.append(payload["environment"])
+      rows += payload["results"]["rows"]
+    _common.write_results("ablate_coupling" + args.tag,
+                          {"merged_from": [os.path.basename(p) for p in args.merge],
+                           "environments": envs, "rows": rows}, envs[-1])
+    return
   args.batch, args.lr, args.hidden = 512, 1e-3, [64, 64]
   if args.quick:
     args.steps, args.test = 30, 2000
@@ -128,7 +150,7 @@ def main():
   env = _common.environment()
   print(_common.header_line(env), flush=True)
   rows = []
-  name = "ablate_coupling_quick" if args.quick else "ablate_coupling"
+  name = ("ablate_coupling_quick" if args.quick else "ablate_coupling") + args.tag
   for density in args.densities.split(","):
     data = bench_density.Toy(density, args)
     for seed in seeds:

@@ -36,9 +36,12 @@ the same MLPs, batch 512, D = 2), timed interleaved (``_common.interleaved_times
     python benchmarks/bench_density.py                         # everything (one run)
     python benchmarks/bench_density.py --quick                 # smoke run (tiny budget)
     python benchmarks/bench_density.py --only nsf,realnvp --densities 6gaussians --seeds 0,1
+    python benchmarks/bench_density.py --only nsf --densities 2spirals --libs zuko \
+        --state-dir /tmp/zuko_state --tag _nsf_2spirals   # rerun until done: resumes zuko
 
 Results: a table per density and ``benchmarks/results/density.json`` (``density_quick.json``
-for ``--quick``; ``--tag`` appends a suffix).
+for ``--quick``; ``--tag`` appends a suffix). Runs split over several commands (one density or
+family each, with ``--tag``) are joined with ``--merge results/density_a.json ...``.
 """
 
 import argparse
@@ -134,7 +137,10 @@ def make_zuko(family, d, hidden):
   return None
 
 
-def train_zuko(family, d, hidden, seed, batches, lr):
+def train_zuko(family, d, hidden, seed, batches, lr, state_path=None):
+  """As ``train_ours`` for zuko's flow. With ``state_path``, the flow and Adam state are saved
+  there about once a minute and a later call resumes from them (same batch stream from the
+  saved step), so one training run can span several time-limited commands."""
   import torch
   torch.manual_seed(seed)
   # One thread: on a shared machine PyTorch's spinning worker threads slowed these small
@@ -144,14 +150,27 @@ def train_zuko(family, d, hidden, seed, batches, lr):
   if flow is None:
     return None
   opt = torch.optim.Adam(flow.parameters(), lr)
-  t0 = time.perf_counter()
-  for xb in batches(0, None):
+  start, seconds = 0, 0.
+  if state_path and os.path.exists(state_path):
+    state = torch.load(state_path)
+    flow.load_state_dict(state["flow"])
+    opt.load_state_dict(state["opt"])
+    start, seconds = state["step"], state["seconds"]
+    print(f"  resuming {state_path} at step {start}", flush=True)
+  t0 = saved = time.perf_counter()
+  loss = None
+  for i, xb in enumerate(batches(start, None), start):
     loss = -flow().log_prob(torch.from_numpy(xb)).mean()
     opt.zero_grad()
     loss.backward()
     opt.step()
-  final = float(loss)
-  seconds = time.perf_counter() - t0
+    if state_path and time.perf_counter() - saved > 60:
+      saved = time.perf_counter()
+      torch.save({"flow": flow.state_dict(), "opt": opt.state_dict(), "step": i + 1,
+                  "seconds": seconds + saved - t0}, state_path + ".tmp")
+      os.replace(state_path + ".tmp", state_path)
+  final = float(loss) if loss is not None else float("nan")
+  seconds += time.perf_counter() - t0
 
   def log_prob(x):
     out = []
@@ -231,15 +250,26 @@ class Digits:
 
 def quality(args, env):
   rows = []
+  done = set()
+  path = os.path.join(_common.RESULTS, args.out_name + ".json")
+  if args.state_dir and os.path.exists(path):  # resuming a split run: keep its finished rows
+    import json
+    with open(path) as f:
+      rows = json.load(f)["results"].get("quality", [])
+    done = {(r["density"], r["family"], r["library"], r["seed"]) for r in rows}
   for name in args.densities:
     data = Digits(args) if name == "digits" else Toy(name, args)
     hidden = args.digits_hidden if name == "digits" else args.hidden
     for family in args.only:
       for seed in args.seeds:
         for lib, train in (("tfp_flows", train_ours), ("zuko", train_zuko)):
-          if lib not in args.libs:
+          if lib not in args.libs or (name, family, lib, seed) in done:
             continue
-          out = train(family, data.d, hidden, seed, data.batches(seed), args.lr)
+          kwargs = {}
+          if lib == "zuko" and args.state_dir:
+            os.makedirs(args.state_dir, exist_ok=True)
+            kwargs["state_path"] = os.path.join(args.state_dir, f"{name}_{family}_{seed}.pt")
+          out = train(family, data.d, hidden, seed, data.batches(seed), args.lr, **kwargs)
           if out is None:
             continue
           log_prob, seconds, final_loss = out
@@ -297,8 +327,30 @@ def summary_tables(rows):
   return out
 
 
+def merge(paths, out_name):
+  """One results file (rows, tables, environments) from runs split into several commands."""
+  import json
+  rows, envs, step = [], [], None
+  for path in paths:
+    with open(path) as f:
+      payload = json.load(f)
+    envs.append(payload["environment"])
+    rows += payload["results"].get("quality", [])
+    step = payload["results"].get("step_time", step)
+  order = {n: i for i, n in enumerate(DENSITIES)}
+  fam = {n: i for i, n in enumerate(FAMILIES)}
+  rows.sort(key=lambda r: (order[r["density"]], fam[r["family"]], r["library"], r["seed"]))
+  result = {"merged_from": [os.path.basename(p) for p in paths], "environments": envs,
+            "quality": rows, "tables": summary_tables(rows)}
+  if step is not None:
+    result["step_time"] = step
+  _common.write_results(out_name, result, envs[-1] if envs else None)
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--merge", nargs="+", metavar="JSON",
+                      help="only merge these results files (of split runs) into one")
   parser.add_argument("--quick", action="store_true", help="tiny budgets (smoke run)")
   parser.add_argument("--only", default=",".join(FAMILIES), help="families, comma-separated")
   parser.add_argument("--densities", default=",".join(DENSITIES))
@@ -312,7 +364,13 @@ def main():
   parser.add_argument("--test", type=int, default=50000)
   parser.add_argument("--skip-timing", action="store_true")
   parser.add_argument("--tag", default="")
+  parser.add_argument("--state-dir", default=None,
+                      help="save/resume zuko training state here (runs longer than one "
+                           "time-limited command)")
   args = parser.parse_args()
+  if args.merge:
+    merge(args.merge, "density" + args.tag)
+    return
   args.only = [f for f in args.only.split(",") if f]
   bad = sorted(set(args.only) - set(FAMILIES))
   if bad:

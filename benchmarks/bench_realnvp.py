@@ -14,6 +14,8 @@ so their ratios are robust to load that drifts during the run):
 * ``matmul floor (2 / 23 params)``: only the conditioners' matmuls and ReLUs, forward and
   backward, same shapes (output layer 256 x 64 for affine, 256 x 736 for the spline); no
   optimizer;
+* ``spline transformers alone``: the 8 layers' rational-quadratic splines (inverse, value and
+  gradient) on ``[1024, 32]`` with fixed parameters: what the NSF step adds to its matmuls;
 * ``zuko RealNVP`` / ``zuko NSF (passes=2)`` (PyTorch, if installed): zuko's flows of the same
   depth and MLPs, Adam. zuko's coupling NSF is a MADE with two passes, so its networks take
   all 64 inputs and produce 64 x 23 outputs (twice our coupling's matmul work).
@@ -30,6 +32,7 @@ Density quality (KL) lives in ``bench_density.py``.
 import argparse
 import os
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common  # noqa: E402
@@ -42,6 +45,7 @@ import tfp_flows as tff  # noqa: E402
 
 tfb = tfp.bijectors
 D, LAYERS, HIDDEN, BATCH, BINS = 64, 8, [256, 256], 1024, 8
+THREADS = None  # --threads: intra-op threads of TensorFlow and PyTorch alike
 
 
 class _TFPRealNVP(tf.Module):
@@ -99,6 +103,29 @@ def floor_step(num_params, x):
   return lambda: step(x)
 
 
+def spline_step(x):
+  """The 8 layers' rational-quadratic splines alone (inverse, as in ``log_prob``, value and
+  gradient with respect to inputs and parameters), without networks or optimizer."""
+  t = tff.bijectors.transformers.RationalQuadraticSpline(BINS)
+  n = D - D // 2
+  params = tf.Variable(0.3 * tf.random.stateless_normal([BATCH, t.num_params, n], [0, 1]))
+
+  @tf.function(jit_compile=True)
+  def step(x):
+    y = x[:, D // 2:]
+    with tf.GradientTape() as tape:
+      tape.watch(y)
+      h, total = y, 0.
+      for _ in range(LAYERS):
+        h, log_det = t.inverse(h, params)
+        total += tf.reduce_sum(log_det)
+      total += tf.reduce_sum(h)
+    g_y, g_p = tape.gradient(total, [y, params])
+    return total + 0. * (tf.reduce_sum(g_y) + tf.reduce_sum(g_p))
+
+  return lambda: step(x)
+
+
 def zuko_step(family, x_np):
   try:
     import torch
@@ -106,7 +133,7 @@ def zuko_step(family, x_np):
   except ImportError:
     return None
   torch.manual_seed(0)
-  torch.set_num_threads(os.cpu_count() or 1)
+  torch.set_num_threads(THREADS or os.cpu_count() or 1)
   if family == "realnvp":
     flow = zuko.flows.RealNVP(D, transforms=LAYERS, hidden_features=tuple(HIDDEN))
   else:
@@ -130,21 +157,36 @@ def main():
   parser.add_argument("--quick", action="store_true", help="few timing rounds (smoke run)")
   parser.add_argument("--calls", type=int, default=5, help="steps per timed block")
   parser.add_argument("--rounds", type=int, default=15, help="interleaved rounds")
+  parser.add_argument("--threads", type=int, default=0,
+                      help="intra-op threads for TensorFlow and PyTorch alike (0: defaults; 1 "
+                           "on an oversubscribed machine, where spinning threads distort)")
+  parser.add_argument("--skip-tfp", action="store_true", help="leave out TFP's tfb.RealNVP row")
   args = parser.parse_args()
   if args.quick:
     args.calls, args.rounds = 2, 2
+  if args.threads:
+    global THREADS
+    THREADS = args.threads
+    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+    tf.config.threading.set_inter_op_parallelism_threads(args.threads)
   env = _common.environment()
   print(_common.header_line(env), flush=True)
   x_np = np.random.default_rng(0).normal(size=(BATCH, D)).astype(np.float32)
   x = tf.constant(x_np)
   fns = {"tfp_flows realnvp": ours_step("realnvp", x), "tfp_flows nsf": ours_step("nsf", x),
-         "TFP tfb.RealNVP": ours_step("tfp", x),
          "matmul floor (2 params)": floor_step(2, x),
-         f"matmul floor ({3 * BINS - 1} params)": floor_step(3 * BINS - 1, x)}
+         f"matmul floor ({3 * BINS - 1} params)": floor_step(3 * BINS - 1, x),
+         "spline transformers alone": spline_step(x)}
+  if not args.skip_tfp:
+    fns["TFP tfb.RealNVP"] = ours_step("tfp", x)
   for family, label in (("realnvp", "zuko RealNVP"), ("nsf", "zuko NSF (passes=2)")):
     step = zuko_step(family, x_np)
     if step is not None:
       fns[label] = step
+  for name, fn in fns.items():  # compile / warm up, with progress (interleaved_times re-warms)
+    t0 = time.perf_counter()
+    float(fn())
+    print(f"  first call of {name}: {time.perf_counter() - t0:.1f} s", flush=True)
   times = _common.interleaved_times(fns, calls=args.calls, rounds=args.rounds,
                                     sync=lambda out: float(out))
   floors = {"tfp_flows realnvp": "matmul floor (2 params)",
@@ -167,6 +209,7 @@ def main():
                              f"of {args.calls} steps, medians)")
   _common.write_results("realnvp_quick" if args.quick else "realnvp",
                         {"config": {"d": D, "couplings": LAYERS, "hidden": HIDDEN,
+                                    "threads": args.threads or "default",
                                     "batch": BATCH, "bins": BINS, "calls": args.calls,
                                     "rounds": args.rounds},
                          "rows": rows, "table": text}, env)
