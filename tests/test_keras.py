@@ -4,6 +4,7 @@ import json
 import math
 import os
 import subprocess
+import warnings
 import sys
 import textwrap
 
@@ -639,6 +640,17 @@ def test_invalid_sample_arguments_raise(kwargs, match):
 
 
 _SAMPLE_MODEL = small_model()
+
+
+def test_samples_that_overflow_are_reported():
+  # exp(100) ~ 2.7e43 is beyond float32 (max 3.4e38): every sample overflows in one entry.
+  flow = tff.bijectors.Scaling([2], log_scale=tf.Variable([100., 0.]))
+  model = tff.keras.FlowModel(tff.flows.distribution(flow, [2]))
+  with pytest.warns(RuntimeWarning, match="samples are NaN or inf"):
+    model.sample(200, seed=1)
+  with warnings.catch_warnings():
+    warnings.simplefilter("error")
+    _SAMPLE_MODEL.sample(200, seed=1)  # finite samples: no warning
 
 
 def test_sample_counts_and_seeds_that_are_valid():

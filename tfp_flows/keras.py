@@ -946,8 +946,16 @@ class FlowModel(keras.Model):
     tempered = float(temperature) != 1.
     fn = self._function(("sample", tempered), self._sample)
     with self._recover():
-      return fn(tf.constant(n, tf.int32), seed, tf.constant(temperature, self._flow_dtype),
-                context, tempered)
+      samples = fn(tf.constant(n, tf.int32), seed, tf.constant(temperature, self._flow_dtype),
+                   context, tempered)
+    rows = tf.reshape(samples, [n, -1])
+    bad = int(tf.reduce_sum(tf.cast(~tf.reduce_all(tf.math.is_finite(rows), axis=-1), tf.int32)))
+    if bad:  # the sampling direction overflowed: never hand out NaN/inf silently
+      core.warn(f"{self.name}: {bad} of {n} samples are NaN or inf (the sampling direction "
+                "overflowed the float range for those base draws: an undertrained or "
+                "ill-conditioned flow; a lower temperature or more training usually helps).",
+                RuntimeWarning)
+    return samples
 
   def export(self, filepath, format="tf_saved_model", verbose=True, input_signature=None,
              **kwargs):
