@@ -182,6 +182,27 @@ _FLAG_HELP = {
 # ------------------------------------------------------------------------------- outputs
 
 
+def _make_dirs(path, created):
+  """Creates ``path`` and its missing parents, appending each one made to ``created``."""
+  missing = []
+  path = os.path.abspath(path)
+  while not os.path.exists(path):
+    missing.append(path)
+    path = os.path.dirname(path)
+  for p in reversed(missing):
+    os.mkdir(p)
+    created.append(p)
+
+
+def _remove_dirs(created):
+  """Removes the directories ``_make_dirs`` made, deepest first, while they are empty."""
+  for p in reversed(created):
+    try:
+      os.rmdir(p)
+    except OSError:
+      break
+
+
 class _RunDir:
   """A run's files, written into a hidden directory inside ``out`` and moved in at the end.
 
@@ -197,14 +218,7 @@ class _RunDir:
     self.out = out
     self.created = []
     try:
-      path = os.path.abspath(out)
-      missing = []
-      while not os.path.exists(path):
-        missing.append(path)
-        path = os.path.dirname(path)
-      for p in reversed(missing):
-        os.mkdir(p)
-        self.created.append(p)
+      _make_dirs(out, self.created)
       self.tmp = tempfile.mkdtemp(prefix=".tfp-flows-", dir=out)
     except OSError as e:
       self.tmp = None
@@ -237,11 +251,7 @@ class _RunDir:
   def abort(self):
     if self.tmp:
       shutil.rmtree(self.tmp, ignore_errors=True)
-    for p in reversed(self.created):
-      try:
-        os.rmdir(p)
-      except OSError:
-        break
+    _remove_dirs(self.created)
 
 
 class _OutFile:
@@ -255,14 +265,7 @@ class _OutFile:
     self.out = out
     self.created = []
     try:
-      path = os.path.dirname(os.path.abspath(out))
-      missing = []
-      while not os.path.exists(path):
-        missing.append(path)
-        path = os.path.dirname(path)
-      for p in reversed(missing):
-        os.mkdir(p)
-        self.created.append(p)
+      _make_dirs(os.path.dirname(os.path.abspath(out)), self.created)
       fd, self.tmp = tempfile.mkstemp(prefix=".tfp-flows-", suffix=".npy",
                                       dir=os.path.dirname(os.path.abspath(out)))
       os.close(fd)
@@ -284,11 +287,7 @@ class _OutFile:
   def abort(self):
     if self.tmp and os.path.exists(self.tmp):
       os.remove(self.tmp)
-    for p in reversed(self.created):
-      try:
-        os.rmdir(p)
-      except OSError:
-        break
+    _remove_dirs(self.created)
 
 
 def _json_safe(value):
