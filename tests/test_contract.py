@@ -42,13 +42,13 @@ def _coupling(cls, mask, k):
   return make
 
 
-def _image_conditioner(channels_out, dtype):
+def _image_conditioner(channels_out, dtype, channels_in=2):
   """A tiny conv conditioner for image-shaped coupling tests (pure TF, no Keras)."""
   rng = np.random.default_rng(4)
   class Conv(tf.Module):
     def __init__(self):
       super().__init__()
-      self.k = tf.Variable(rng.normal(0, 0.3, (3, 3, 2, channels_out)), dtype=dtype)
+      self.k = tf.Variable(rng.normal(0, 0.3, (3, 3, channels_in, channels_out)), dtype=dtype)
     def __call__(self, x):
       return tf.nn.conv2d(x, self.k, 1, "SAME")
   return Conv()
@@ -67,8 +67,15 @@ REGISTRY = [
          (4, 4, 2), batch=4),
     Case("affine_channel_image",
          lambda dt: tff.bijectors.AffineCoupling(
-             tff.masks.channel([4, 4, 2]), _image_conditioner(4, dt), dtype=dt),
+             tff.masks.channel([4, 4, 2]), _image_conditioner(2, dt, channels_in=1), dtype=dt),
          (4, 4, 2), batch=4),
+    # A checkerboard in Squeeze's space-to-depth layout: channels [1, 0, 0, 1] at every pixel
+    # (gathered, not sliced; the changed channels are re-interleaved on the way out).
+    Case("affine_interleaved_channel_image",
+         lambda dt: tff.bijectors.AffineCoupling(
+             np.broadcast_to(np.array([1., 0., 0., 1.]), (2, 2, 4)),
+             _image_conditioner(4, dt, channels_in=2), dtype=dt),
+         (2, 2, 4), batch=4),
     Case("additive_checkerboard_image",
          lambda dt: tff.bijectors.AdditiveCoupling(
              tff.masks.checkerboard([4, 4, 2], invert=True), _image_conditioner(2, dt),

@@ -27,6 +27,9 @@ def test_masks_shapes_and_values():
   ch = tff.masks.channel([2, 2, 4])
   np.testing.assert_array_equal(ch[1, 1], [1, 1, 0, 0])
   assert tff.masks.make("half", 4).sum() == 2
+  np.testing.assert_array_equal(tff.masks.channel_pattern(ch), [1, 1, 0, 0])
+  assert tff.masks.channel_pattern(board) is None  # varies over the pixels
+  assert tff.masks.channel_pattern(tff.masks.half(4)) is None  # not an image mask
 
 
 @pytest.mark.parametrize("call,match", [
@@ -140,6 +143,27 @@ def test_conditioner_may_return_a_pair():
   y = bij.forward(x)
   # kept: x0=1, x2=3; changed: x1 = 2 * exp(0.1 * 1) + 1, x3 = 4 * exp(0.3) + 3.
   np.testing.assert_allclose(y, [[1., 2 * np.exp(0.1) + 1, 3., 4 * np.exp(0.3) + 3]], rtol=1e-6)
+
+
+def test_channel_mask_conditioner_sees_the_kept_channels_only():
+  """A channel mask (here interleaved, [1, 0, 0, 1] at every pixel) hands the conditioner the
+  kept channels and takes P * C_B channels back; the result is the affine map of the changed
+  channels written out by hand, re-interleaved into the event's channel order."""
+  seen = []
+  def net(x_keep):  # [N, H, W, 2] -> shift, log-scale of the 2 changed channels
+    seen.append(x_keep.shape.as_list())
+    return tf.concat([x_keep[..., ::-1], 0.3 * x_keep], -1)
+  mask = np.broadcast_to(np.array([1., 0., 0., 1.], np.float32), (3, 2, 4))
+  bij = tff.bijectors.AffineCoupling(mask, net, log_scale_bound=None)
+  x = tf.random.stateless_normal([5, 3, 2, 4], [1, 2])
+  y = bij.forward(x)
+  assert seen[-1] == [5, 3, 2, 2]
+  a, b = x.numpy()[..., [0, 3]], x.numpy()[..., [1, 2]]
+  expect = x.numpy().copy()
+  expect[..., [1, 2]] = b * np.exp(0.3 * a) + a[..., ::-1]
+  np.testing.assert_allclose(y, expect, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(bij.forward_log_det_jacobian(x, 3),
+                             (0.3 * a).sum(axis=(1, 2, 3)), rtol=1e-5)
 
 
 def test_keras3_layer_as_conditioner_trains_and_is_tracked():

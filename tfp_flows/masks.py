@@ -7,13 +7,18 @@ Vector events ``[D]``: ``half`` (first ceil(D/2) kept), ``alternating`` (even in
 Image events ``[H, W, C]``: ``checkerboard`` ((i + j) even kept, all channels) and
 ``channel`` (first half of the channels kept). ``invert=True`` swaps the roles, which is what
 consecutive coupling layers use.
+
+An image mask that is the same at every pixel (``channel``, or ``checkerboard`` written in
+``Squeeze``'s space-to-depth layout) splits channels, not pixels: ``channel_pattern`` returns
+its ``[C]`` pattern, and coupling layers then give their conditioners only the kept channels.
 """
 
 import numpy as np
 
 from tfp_flows.core import as_event_shape
 
-__all__ = ["half", "alternating", "checkerboard", "channel", "make", "validate_mask"]
+__all__ = ["half", "alternating", "checkerboard", "channel", "make", "validate_mask",
+           "channel_pattern"]
 
 
 def _finish(mask, invert):
@@ -83,3 +88,14 @@ def validate_mask(mask, event_shape=None):
   if mask.all() or not mask.any():
     raise ValueError("mask must contain both 1s (conditioning) and 0s (transformed entries).")
   return mask.astype(np.float32)
+
+
+def channel_pattern(mask):
+  """The ``[C]`` 0/1 pattern of an ``[H, W, C]`` mask that is the same at every pixel, else
+  None (vector masks and masks that vary over the pixels, e.g. a full-resolution
+  checkerboard)."""
+  mask = np.asarray(mask)
+  if mask.ndim != 3:
+    return None
+  rows = mask.reshape(-1, mask.shape[-1])
+  return rows[0].copy() if np.all(rows == rows[0]) else None

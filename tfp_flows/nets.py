@@ -67,7 +67,7 @@ class _Dense(tf.Module):
     self.bias = tf.Variable(bias, dtype=dtype, name="bias")
 
   def __call__(self, x):
-    return tf.matmul(x, self.kernel) + self.bias
+    return tf.nn.bias_add(tf.matmul(x, self.kernel), self.bias)  # fuses with the matmul
 
 
 def _flat_context(net, conditional_input, lead):
@@ -279,7 +279,7 @@ class _MaskedDense(tf.Module):
     self.bias = tf.Variable(bias, dtype=dtype, name="bias")
 
   def __call__(self, x):
-    return tf.matmul(x, self.kernel * self.mask) + self.bias
+    return tf.nn.bias_add(tf.matmul(x, self.kernel * self.mask), self.bias)
 
 
 class _Conv(tf.Module):
@@ -294,7 +294,8 @@ class _Conv(tf.Module):
     self.bias = tf.Variable(tf.zeros([fan_out], dtype), name="bias")
 
   def __call__(self, x):
-    return tf.nn.conv2d(x, self.kernel, strides=1, padding="SAME") + self.bias
+    # bias_add (not +): the convolution, its bias and their gradients fuse into one kernel.
+    return tf.nn.bias_add(tf.nn.conv2d(x, self.kernel, strides=1, padding="SAME"), self.bias)
 
 
 class ConvResNet(tf.Module):
@@ -310,7 +311,8 @@ class ConvResNet(tf.Module):
 
   Args:
     input_channels, output_channels: channels of input and output (for an affine image
-      coupling on C channels: C and 2C).
+      coupling with a channel mask: the kept and twice the changed channels; with a spatial
+      mask: C and 2C; ``tff.bijectors.Coupling``).
     hidden_units: channels of the hidden layers (an int).
     num_blocks: residual blocks (>= 0).
     kernel_size: odd size of the square kernels of the input and output convolutions.
@@ -415,7 +417,8 @@ class SigmoidScale(tf.Module):
   def __call__(self, x, conditional_input=None):
     kwargs = {} if conditional_input is None else {"conditional_input": conditional_input}
     out = self.net(x, **kwargs)
-    shift, raw = out[..., :self.channels], out[..., self.channels:]
+    # tf.split, not slices: a slice's gradient (StridedSliceGrad) is a slow kernel on CPU.
+    shift, raw = tf.split(out, [self.channels, self.channels], axis=-1)
     # exp(-s) = sigmoid(r + a) / sigmoid(a)  <=>  s = softplus(-(r + a)) - softplus(-a).
     log_scale = (tf.math.softplus(-(raw + tf.constant(self.offset, raw.dtype)))
                  - tf.constant(self._log_norm, raw.dtype))

@@ -28,9 +28,15 @@ per transformed entry (1 additive, 2 affine, ``3K - 1`` spline):
   shape ``[..., d_A]``, and returns ``[..., P d_B]`` (``P`` blocks of ``d_B``: block ``j``
   holds parameter ``j`` of every changed entry; for affine: shift first, then log-scale) or
   a tuple of ``P`` tensors ``[..., d_B]``. No compute is spent on masked zeros.
-* Image events (``mask`` of shape ``[H, W, C]``): the conditioner sees ``x * mask``, shape
-  ``[..., H, W, C]``, and returns ``[..., H, W, P C]`` or a tuple of ``P`` tensors
-  ``[..., H, W, C]``; outputs at kept positions are ignored.
+* Image events with a channel mask (``[H, W, C]``, the same ``[C]`` pattern at every pixel:
+  ``tff.masks.channel``, or a checkerboard in ``Squeeze``'s space-to-depth layout; see
+  ``tff.masks.channel_pattern``): the conditioner sees the ``C_A`` kept channels, shape
+  ``[..., H, W, C_A]``, and returns ``[..., H, W, P C_B]`` or a tuple of ``P`` tensors
+  ``[..., H, W, C_B]`` (as TFP's ``Glow`` conditioners do): again no compute on masked zeros.
+* Image events with a spatial mask (varying over the pixels, e.g. a full-resolution
+  ``tff.masks.checkerboard``): the conditioner sees ``x * mask``, shape ``[..., H, W, C]``,
+  and returns ``[..., H, W, P C]`` or a tuple of ``P`` tensors ``[..., H, W, C]``; outputs at
+  kept positions are ignored.
 
 Bounded log-scale (affine): ``s = b tanh(s_raw / b)`` with ``b = log_scale_bound`` (3 by
 default). It equals ``s_raw`` near zero (so a zero-initialised network is the identity) and
@@ -131,16 +137,17 @@ class Coupling(core.DtypeChecked, tfb.Bijector):
       self._transformer = transformer
       self._mask_np = mask
       self._event_shape = tuple(mask.shape)
-      self._image = mask.ndim > 1
       self._conditioner = conditioner
       self._conditional_shape = (None if conditional_shape is None
                                  else core.as_event_shape(conditional_shape))
       dtype = core.float_dtype(dtype)
-      if self._image:
+      split = mask if mask.ndim == 1 else masks_lib.channel_pattern(mask)
+      self._spatial = split is None  # a spatial mask: the conditioner sees x * mask
+      if self._spatial:
         self._mask = tf.constant(mask, dtype)
         self._in_size = self._out_size = None
-      else:
-        keep, change = np.flatnonzero(mask == 1), np.flatnonzero(mask == 0)
+      else:  # split the last axis (vector entries or channels) into kept and changed
+        keep, change = np.flatnonzero(split == 1), np.flatnonzero(split == 0)
         order = np.concatenate([keep, change])
         # Contiguous index sets are sliced (cheaper than a gather), others gathered.
         self._keep, self._change = _as_slice_or_indices(keep), _as_slice_or_indices(change)
@@ -183,10 +190,10 @@ class Coupling(core.DtypeChecked, tfb.Bijector):
 
   def _build_conditioner(self):
     """Calls the conditioner once so lazily built layers own their variables now."""
-    if self._image:
+    if self._spatial:
       probe = tf.zeros((1,) + self._event_shape, self.dtype)
     else:
-      probe = tf.zeros([1, self._in_size], self.dtype)
+      probe = tf.zeros((1,) + self._event_shape[:-1] + (self._in_size,), self.dtype)
     kwargs = {}
     if self._conditional_shape is not None:
       kwargs["conditional_input"] = tf.zeros((1,) + self._conditional_shape, self.dtype)
@@ -195,15 +202,15 @@ class Coupling(core.DtypeChecked, tfb.Bijector):
     except (TypeError, ValueError, tf.errors.InvalidArgumentError) as e:
       raise (TypeError if isinstance(e, TypeError) else ValueError)(
           f"{self.name}: the conditioner fails on an input of shape "
-          f"{probe.shape.as_list()} and dtype {self.dtype.name} (the kept part of "
-          f"the mask's event): {e}") from e
+          f"{probe.shape.as_list()} and dtype {self.dtype.name} (the "
+          f"{'masked event' if self._spatial else 'kept part of the event'}): {e}") from e
     # Keras 3 variables are not tf.Module-visible: hold the tf.Variables behind them.
     self._conditioner_variables = nets.conditioner_variables(self._conditioner)
 
   def _params(self, x_keep, kwargs):
     """Conditioner output as ``[..., P, n]`` (``P`` parameters of ``n`` changed entries)."""
-    # Conditioners always see one batch axis: [N, d_A] or [N, H, W, C].
-    event_rank = 3 if self._image else 1
+    # Conditioners always see one batch axis: [N, d_A], [N, H, W, C_A] or [N, H, W, C].
+    event_rank = len(self._event_shape)
     lead = tf.shape(x_keep)[:tf.rank(x_keep) - event_rank]
     flat = tf.reshape(x_keep, tf.concat([[-1], tf.shape(x_keep)[-event_rank:]], 0))
     if "conditional_input" in kwargs:
@@ -214,7 +221,7 @@ class Coupling(core.DtypeChecked, tfb.Bijector):
       kwargs = dict(kwargs, conditional_input=tf.reshape(c, tf.concat([[-1], c_shape], 0)))
     out = self._conditioner(flat, **kwargs)
     k = self._transformer.num_params
-    expected = self._event_shape[-1] if self._image else self._out_size
+    expected = self._event_shape[-1] if self._spatial else self._out_size
     if isinstance(out, (tuple, list)):
       parts = [tf.convert_to_tensor(o) for o in out]
       sizes = [p.shape[-1] for p in parts]
@@ -244,14 +251,14 @@ class Coupling(core.DtypeChecked, tfb.Bijector):
 
   def _split(self, x, kwargs):
     """(kept part, changed part, conditioner params) of an input."""
-    if self._image:
+    if self._spatial:
       x_keep = x * self._mask
       return x_keep, x, self._params(x_keep, kwargs)
     x_keep, x_change = _take(x, self._keep), _take(x, self._change)
     return x_keep, x_change, self._params(x_keep, kwargs)
 
   def _merge(self, x_keep, y_change):
-    if self._image:
+    if self._spatial:
       return x_keep + (1. - self._mask) * y_change
     if self._change_first:
       return tf.concat([y_change, x_keep], axis=-1)
@@ -260,9 +267,10 @@ class Coupling(core.DtypeChecked, tfb.Bijector):
 
   def _reduce_event(self, t):
     """Sums element-wise log-derivatives over the changed entries of one event."""
-    if self._image:
-      return tf.reduce_sum((1. - self._mask) * t, axis=[-3, -2, -1])
-    return tf.reduce_sum(t, axis=-1)
+    axes = list(range(-len(self._event_shape), 0))
+    if self._spatial:
+      return tf.reduce_sum((1. - self._mask) * t, axis=axes)
+    return tf.reduce_sum(t, axis=axes)
 
   def _check(self, x, what):
     return check_event(x, self._event_shape, name=self.name, validate_args=self.validate_args,

@@ -153,18 +153,15 @@ class Squeeze(core.DtypeChecked, tfb.Bijector):
     hh, ww, cc = self._squeezed([h, w, c], "x")
     f = self._factor
     flat, restore = core.flatten_batch(x, 3)
-    t = tf.reshape(flat, [-1, hh, f, ww, f, c])
-    t = tf.transpose(t, [0, 1, 3, 2, 4, 5])
-    return restore(tf.reshape(t, [-1, hh, ww, cc]))
+    # One kernel; the same order as reshape [hh, f, ww, f, c] -> transpose -> [hh, ww, f f c].
+    return restore(tf.nn.space_to_depth(flat, f))
 
   def _inverse(self, y):
     y, (hh, ww, cc) = self._static_event(y, "y")
     h, w, c = self._unsqueezed([hh, ww, cc], "y")
     f = self._factor
     flat, restore = core.flatten_batch(y, 3)
-    t = tf.reshape(flat, [-1, hh, ww, f, f, c])
-    t = tf.transpose(t, [0, 1, 3, 2, 4, 5])
-    return restore(tf.reshape(t, [-1, h, w, c]))
+    return restore(tf.nn.depth_to_space(flat, f))
 
   def _forward_log_det_jacobian(self, x):
     return tf.zeros([], self.dtype)
@@ -249,15 +246,33 @@ class FactorOut(core.DtypeChecked, tfb.Bijector):
                           validate_args=self.validate_args, what=what)
     return t[..., :self._k], t[..., self._k:]
 
-  def _forward(self, x, conditional_input=None):
+  # The inner flow's output and log-det come from one call on one sliced tensor, stored with
+  # the (x, y) pair in TFP's greedy-attribute cache (as ``Coupling`` does): a separate log-det
+  # call would slice a new tensor, miss the inner flow's cache and evaluate it again.
+  _cache = core.BijectorCacheWithGreedyAttrs(
+      forward_name="_augmented_forward", inverse_name="_augmented_inverse")
+
+  def _augmented_forward(self, x, conditional_input=None):
     kept, rest = self._split(x, "x")
     kwargs = self._inner_kwargs(conditional_input)
-    return tf.concat([kept, self._inner.forward(rest, **kwargs)], axis=-1)
+    out = self._inner.forward(rest, **kwargs)
+    fldj = self._batch_log_det(
+        self._inner.forward_log_det_jacobian(rest, event_ndims=3, **kwargs), rest)
+    return tf.concat([kept, out], axis=-1), {"fldj": fldj, "ildj": -fldj}
 
-  def _inverse(self, y, conditional_input=None):
+  def _augmented_inverse(self, y, conditional_input=None):
     kept, rest = self._split(y, "y")
     kwargs = self._inner_kwargs(conditional_input)
-    return tf.concat([kept, self._inner.inverse(rest, **kwargs)], axis=-1)
+    out = self._inner.inverse(rest, **kwargs)
+    ildj = self._batch_log_det(
+        self._inner.inverse_log_det_jacobian(rest, event_ndims=3, **kwargs), rest)
+    return tf.concat([kept, out], axis=-1), {"ildj": ildj, "fldj": -ildj}
+
+  def _forward(self, x, conditional_input=None):
+    return self._augmented_forward(x, conditional_input)[0]
+
+  def _inverse(self, y, conditional_input=None):
+    return self._augmented_inverse(y, conditional_input)[0]
 
   def _batch_log_det(self, ldj, t):
     if self.is_constant_jacobian:
@@ -265,13 +280,16 @@ class FactorOut(core.DtypeChecked, tfb.Bijector):
     return tf.broadcast_to(ldj, tf.shape(t)[:tf.rank(t) - 3])
 
   def _forward_log_det_jacobian(self, x, conditional_input=None):
-    _, rest = self._split(x, "x")
-    kwargs = self._inner_kwargs(conditional_input)
-    return self._batch_log_det(
-        self._inner.forward_log_det_jacobian(rest, event_ndims=3, **kwargs), rest)
+    cached = self._cache.forward_attributes(x, **self._cond_kwargs(conditional_input))
+    if "fldj" not in cached:
+      cached.update(self._augmented_forward(x, conditional_input)[1])
+    return cached["fldj"]
 
   def _inverse_log_det_jacobian(self, y, conditional_input=None):
-    _, rest = self._split(y, "y")
-    kwargs = self._inner_kwargs(conditional_input)
-    return self._batch_log_det(
-        self._inner.inverse_log_det_jacobian(rest, event_ndims=3, **kwargs), rest)
+    cached = self._cache.inverse_attributes(y, **self._cond_kwargs(conditional_input))
+    if "ildj" not in cached:
+      cached.update(self._augmented_inverse(y, conditional_input)[1])
+    return cached["ildj"]
+
+  def _cond_kwargs(self, conditional_input):
+    return {} if conditional_input is None else {"conditional_input": conditional_input}

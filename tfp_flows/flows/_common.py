@@ -5,6 +5,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from tfp_flows import core
+from tfp_flows import masks as masks_lib
 from tfp_flows.flows import _config
 
 tfb = tfp.bijectors
@@ -36,6 +37,17 @@ def distribution(bijector, event_shape, dtype=None):
     _config.remember(dist, {"builder": "distribution", "kwargs": {
         "bijector": flow_config, "event_shape": shape, "dtype": {"dtype": dtype.name}}})
   return dist
+
+
+def coupling_channels(mask):
+  """(input, changed) channels of an image coupling's conditioner for an ``[H, W, C]`` mask:
+  ``(C_A, C_B)`` for a channel mask (the conditioner sees the kept channels only), else
+  ``(C, C)`` (a spatial mask: it sees ``x * mask``); see ``tff.bijectors.Coupling``."""
+  pattern = masks_lib.channel_pattern(mask)
+  if pattern is None:
+    c = int(np.shape(mask)[-1])
+    return c, c
+  return int(pattern.sum()), int((1 - pattern).sum())
 
 
 def vector_size(event_shape, family):

@@ -108,8 +108,8 @@ def glow(event_shape, num_levels=2, num_steps=4, hidden_units=64, num_blocks=1,
 
   def affine(mask, shape, label, blocks):
     """An affine coupling of the mask-0 channels of ``shape`` (data -> latent)."""
-    channels = shape[-1]
-    net = nets.ConvResNet(channels, 2 * channels, hidden_units, blocks, hidden_kernel_size=1,
+    c_in, channels = _common.coupling_channels(mask)
+    net = nets.ConvResNet(c_in, 2 * channels, hidden_units, blocks, hidden_kernel_size=1,
                           activation=activation, conditional_size=cond_size, dtype=dtype,
                           seed=int(rng.integers(2**31)), name=f"{label}_net")
     bound = log_scale_bound
@@ -128,7 +128,7 @@ def glow(event_shape, num_levels=2, num_steps=4, hidden_units=64, num_blocks=1,
     if coupling == "affine":
       layers.append(affine(mask, shape, f"{label}_coupling", num_blocks))
     else:
-      net = nets.ConvResNet(shape[-1], shape[-1], hidden_units, num_blocks,
+      net = nets.ConvResNet(*_common.coupling_channels(mask), hidden_units, num_blocks,
                             hidden_kernel_size=1, activation=activation,
                             conditional_size=cond_size, dtype=dtype,
                             seed=int(rng.integers(2**31)), name=f"{label}_coupling_net")
