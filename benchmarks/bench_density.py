@@ -67,16 +67,17 @@ BINS = tff.datasets.DIGITS_NUM_BINS
 
 # ----------------------------------------------------------------------------------- ours
 
-def make_ours(family, d, hidden, seed):
+def make_ours(family, d, hidden, seed, mask="half"):
+  """``mask``: the coupling families' masks (``'half'`` or ``'alternating'``)."""
   layers = LAYERS[family]
   if family == "nice":
-    flow = tff.flows.nice([d], num_layers=layers, hidden_units=hidden, seed=seed)
+    flow = tff.flows.nice([d], num_layers=layers, hidden_units=hidden, seed=seed, mask=mask)
   elif family == "realnvp":
-    flow = tff.flows.realnvp([d], num_layers=layers, hidden_units=hidden, seed=seed)
+    flow = tff.flows.realnvp([d], num_layers=layers, hidden_units=hidden, seed=seed, mask=mask)
   elif family == "maf":
     flow = tff.flows.maf([d], num_layers=layers, hidden_units=hidden, seed=seed)
   elif family == "nsf":
-    flow = tff.flows.nsf([d], num_layers=layers, hidden_units=hidden, seed=seed)
+    flow = tff.flows.nsf([d], num_layers=layers, hidden_units=hidden, seed=seed, mask=mask)
   elif family == "nsf_ar":
     flow = tff.flows.nsf([d], num_layers=layers, hidden_units=hidden, autoregressive=True,
                          seed=seed)
@@ -89,9 +90,9 @@ def make_ours(family, d, hidden, seed):
   return tff.flows.distribution(flow, [d])
 
 
-def train_ours(family, d, hidden, seed, batches, lr):
+def train_ours(family, d, hidden, seed, batches, lr, mask="half"):
   """Trains on the batch stream; returns (log_prob over numpy, train seconds, final loss)."""
-  return train_distribution(make_ours(family, d, hidden, seed), batches, lr)
+  return train_distribution(make_ours(family, d, hidden, seed, mask), batches, lr)
 
 
 def train_distribution(dist, batches, lr):
@@ -265,7 +266,7 @@ def quality(args, env):
         for lib, train in (("tfp_flows", train_ours), ("zuko", train_zuko)):
           if lib not in args.libs or (name, family, lib, seed) in done:
             continue
-          kwargs = {}
+          kwargs = {"mask": args.mask} if lib == "tfp_flows" else {}
           if lib == "zuko" and args.state_dir:
             os.makedirs(args.state_dir, exist_ok=True)
             kwargs["state_path"] = os.path.join(args.state_dir, f"{name}_{family}_{seed}.pt")
@@ -278,6 +279,8 @@ def quality(args, env):
                  "metric": "bits/dim" if name == "digits" else "KL nats", "value": mean,
                  "stderr": se, "train_seconds": seconds, "final_loss": final_loss,
                  "steps": args.steps}
+          if lib == "tfp_flows" and family in ("nice", "realnvp", "nsf"):
+            row["mask"] = args.mask
           rows.append(row)
           print(f"  {name:12s} {family:16s} {lib:9s} seed {seed}: {row['metric']} "
                 f"{mean:.4f} +- {se:.4f}  ({seconds:.0f} s)", flush=True)
@@ -363,6 +366,8 @@ def main():
   parser.add_argument("--digits-hidden", default="64,64")
   parser.add_argument("--test", type=int, default=50000)
   parser.add_argument("--skip-timing", action="store_true")
+  parser.add_argument("--mask", choices=("half", "alternating"), default="half",
+                      help="masks of our coupling families (nice, realnvp, nsf)")
   parser.add_argument("--tag", default="")
   parser.add_argument("--state-dir", default=None,
                       help="save/resume zuko training state here (runs longer than one "

@@ -91,6 +91,12 @@ REGISTRY = [
                                                           dtype=dt), (2,), scale=0.3),
     Case("maf_3d", lambda dt: tff.flows.maf([3], num_layers=2, hidden_units=[16], dtype=dt),
          (3,), scale=0.2),
+    # Alternating masks: an even size is re-interleaved by stack + reshape, an odd one gathered.
+    Case("realnvp_alternating_6d", lambda dt: tff.flows.realnvp(
+        [6], num_layers=3, hidden_units=[16], mask="alternating", dtype=dt), (6,), scale=0.3),
+    Case("nsf_alternating_5d", lambda dt: tff.flows.nsf(
+        [5], num_layers=2, hidden_units=[16], mask="alternating", num_bins=4, bound=3.,
+        dtype=dt), (5,), scale=0.2),
     Case("iaf_3d", lambda dt: tff.flows.iaf([3], num_layers=2, hidden_units=[16], dtype=dt),
          (3,), scale=0.2),
 ]

@@ -235,6 +235,24 @@ def test_alternating_masks_replace_permutations_and_start_at_identity():
   np.testing.assert_allclose(flow.forward(x), x, atol=1e-6)  # zero output layers
 
 
+def test_alternating_mask_option_of_the_coupling_builders():
+  flow = tff.flows.realnvp([4], num_layers=2, hidden_units=[8], mask="alternating")
+  assert [tuple(b.mask) for b in flow.bijectors[::-1]] == [(1, 0, 1, 0), (0, 1, 0, 1)]
+  # Each layer changes only its mask-0 entries, reassembled in place (stack + reshape).
+  tff.testing.randomize_variables(flow, seed=2)
+  layer = flow.bijectors[-1]
+  x = tf.random.stateless_normal([3, 4], [0, 1])
+  y = layer.forward(x)
+  np.testing.assert_array_equal(y.numpy()[:, ::2], x.numpy()[:, ::2])
+  assert not np.allclose(y.numpy()[:, 1::2], x.numpy()[:, 1::2])
+  assert tff.flows.nsf([4], num_layers=2, mask="alternating").bijectors[0].mask.tolist() == [
+      0, 1, 0, 1]
+  with pytest.raises(ValueError, match="mask must be one of"):
+    tff.flows.nice([4], mask="checkerboard")
+  with pytest.raises(ValueError, match="couplings only"):
+    tff.flows.nsf([4], autoregressive=True, mask="alternating")
+
+
 @pytest.mark.parametrize("order", [None, [3, 1, 4, 2]])
 def test_made_is_autoregressive_in_its_order_and_float64(order):
   made = tff.nets.MADE(4, 3, [7, 9], conditional_size=2, order=order, dtype=tf.float64,

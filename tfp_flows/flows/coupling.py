@@ -26,16 +26,20 @@ tfb = tfp.bijectors
 __all__ = ["nice", "realnvp"]
 
 PERMUTATIONS = ("alternate", "reverse", "random")
+MASKS = ("half", "alternating")
 
 
 def coupling_stack(event_shape, num_layers, hidden_units, activation, transformer,
                    permutation, conditional_shape, net_init, validate_args, dtype, seed,
-                   family, name, make_coupling=None):
+                   family, name, make_coupling=None, mask="half"):
   """Data-side-first list of ``num_layers`` couplings on ``[D]`` events (and permutations).
 
-  ``permutation``: ``"alternate"`` (consecutive layers use complementary half masks: no
-  permutation op), ``"reverse"`` (a ``tfb.Permute`` reversing the entries between layers; the
-  same family of maps) or ``"random"`` (a seeded random ``tfb.Permute`` between layers).
+  ``mask``: ``"half"`` (the first ``ceil(D/2)`` entries condition the rest) or
+  ``"alternating"`` (even indices condition odd ones, zuko's default; on a flattened image
+  the neighbouring columns). ``permutation``: ``"alternate"`` (consecutive layers use
+  complementary masks: no permutation op), ``"reverse"`` (a ``tfb.Permute`` reversing the
+  entries between layers; the same family of maps) or ``"random"`` (a seeded random
+  ``tfb.Permute`` between layers).
   ``make_coupling(mask, net, cond, layer_name)`` builds one layer (default: ``Coupling`` with
   ``transformer``).
   """
@@ -44,6 +48,8 @@ def coupling_stack(event_shape, num_layers, hidden_units, activation, transforme
   dtype = core.float_dtype(dtype)
   if permutation not in PERMUTATIONS:
     raise ValueError(f"permutation must be one of {PERMUTATIONS}, got {permutation!r}.")
+  if mask not in MASKS:
+    raise ValueError(f"mask must be one of {MASKS}, got {mask!r}.")
   transformer = transformers_lib.get(transformer)
   rng = np.random.default_rng(seed)
   cond_size = 0 if conditional_shape is None else int(np.prod(
@@ -55,14 +61,14 @@ def coupling_stack(event_shape, num_layers, hidden_units, activation, transforme
                       validate_args=validate_args, dtype=dtype, name=layer_name)
   layers = []
   for i in range(num_layers):
-    mask = masks_lib.half(d, invert=permutation == "alternate" and i % 2 == 1)
+    layer_mask = masks_lib.make(mask, d, invert=permutation == "alternate" and i % 2 == 1)
     if i and permutation != "alternate":
       layers.append(_common.permutation(d, permutation, rng, dtype, f"{name}_permute_{i}"))
-    d_keep = int(mask.sum())
+    d_keep = int(layer_mask.sum())
     net = nets.MLP(d_keep, transformer.num_params * (d - d_keep), hidden_units, activation,
                    cond_size, dtype, int(rng.integers(2**31)), name=f"{name}_net_{i}",
                    init=net_init)
-    layers.append(make_coupling(mask, net, cond, f"{name}_coupling_{i}"))
+    layers.append(make_coupling(layer_mask, net, cond, f"{name}_coupling_{i}"))
   # tfb.Chain applies the last bijector first: list them data-side first.
   return layers[::-1]
 
@@ -70,7 +76,7 @@ def coupling_stack(event_shape, num_layers, hidden_units, activation, transforme
 @_config.builder
 def nice(event_shape, num_layers=4, hidden_units=(256, 256), activation="relu",
          scaling=True, permutation="alternate", conditional_shape=None, net_init="uniform",
-         validate_args=False, dtype=tf.float32, seed=0, name="nice"):
+         validate_args=False, dtype=tf.float32, seed=0, name="nice", mask="half"):
   """NICE: additive couplings on alternating half masks and a diagonal scaling.
 
   Args:
@@ -86,6 +92,7 @@ def nice(event_shape, num_layers=4, hidden_units=(256, 256), activation="relu",
     net_init: initialisation of the MLPs (``tff.nets.MLP``'s ``init``).
     validate_args: check event shapes and finiteness of inputs in every layer.
     dtype, seed, name: dtype of all variables, seed of their initial values, name prefix.
+    mask: ``'half'`` or ``'alternating'`` coupling masks (see ``coupling_stack``).
   """
   def make_coupling(mask, net, cond, layer_name):
     return AdditiveCoupling(mask, net, conditional_shape=cond, validate_args=validate_args,
@@ -93,7 +100,7 @@ def nice(event_shape, num_layers=4, hidden_units=(256, 256), activation="relu",
 
   layers = coupling_stack(event_shape, num_layers, hidden_units, activation, "additive",
                           permutation, conditional_shape, net_init, validate_args, dtype, seed,
-                          "nice", name, make_coupling)
+                          "nice", name, make_coupling, mask)
   if scaling:
     layers.append(Scaling(core.as_event_shape(event_shape), validate_args=validate_args,
                           dtype=dtype, name=f"{name}_scaling"))
@@ -104,7 +111,7 @@ def nice(event_shape, num_layers=4, hidden_units=(256, 256), activation="relu",
 def realnvp(event_shape, num_layers=None, hidden_units=None, activation="relu",
             log_scale_bound=3., permutation="alternate", conditional_shape=None,
             net_init="uniform", validate_args=False, dtype=tf.float32, seed=0, name="realnvp",
-            **image_kwargs):
+            mask="half", **image_kwargs):
   """RealNVP: affine couplings with bounded log-scales on alternating half masks.
 
   Args:
@@ -123,6 +130,7 @@ def realnvp(event_shape, num_layers=None, hidden_units=None, activation="relu",
     net_init: initialisation of the MLPs (vectors; ``tff.nets.MLP``'s ``init``).
     validate_args: check event shapes and finiteness of inputs in every layer.
     dtype, seed, name: dtype of all variables, seed of their initial values, name prefix.
+    mask: vectors: ``'half'`` or ``'alternating'`` coupling masks (see ``coupling_stack``).
   """
   shape = core.as_event_shape(event_shape)
   if len(shape) == 3:
@@ -145,5 +153,5 @@ def realnvp(event_shape, num_layers=None, hidden_units=None, activation="relu",
       shape, 8 if num_layers is None else num_layers,
       (256, 256) if hidden_units is None else hidden_units, activation,
       transformers_lib.Affine(log_scale_bound), permutation, conditional_shape, net_init,
-      validate_args, dtype, seed, "realnvp", name, make_coupling)
+      validate_args, dtype, seed, "realnvp", name, make_coupling, mask)
   return tfb.Chain(layers, validate_args=validate_args, name=name)

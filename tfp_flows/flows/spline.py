@@ -40,7 +40,7 @@ __all__ = ["nsf"]
 def nsf(event_shape, num_layers=5, hidden_units=(256, 256), num_bins=8, bound=5.,
         autoregressive=False, activation="relu", permutation="alternate",
         min_bin_size=1e-3, min_derivative=1e-3, conditional_shape=None, net_init="uniform",
-        validate_args=False, dtype=tf.float32, seed=0, name="nsf"):
+        validate_args=False, dtype=tf.float32, seed=0, name="nsf", mask="half"):
   """Neural spline flow: rational-quadratic spline couplings, or autoregressive splines.
 
   Args:
@@ -59,13 +59,15 @@ def nsf(event_shape, num_layers=5, hidden_units=(256, 256), num_bins=8, bound=5.
     net_init: initialisation of the networks (``"zeros"``: the flow starts at the identity).
     validate_args: check event shapes and finiteness of inputs in every layer.
     dtype, seed, name: dtype of all variables, seed of their initial values, name prefix.
+    mask: couplings only: ``'half'`` or ``'alternating'`` masks (``coupling_stack``).
   """
   spline = transformers_lib.RationalQuadraticSpline(num_bins, bound, min_bin_size,
                                                     min_derivative)
   if autoregressive:
-    if permutation != "alternate":
+    if permutation != "alternate" or mask != "half":
       raise ValueError("nsf(autoregressive=True) reverses the order between layers; "
-                       f"permutation={permutation!r} applies to couplings only.")
+                       f"permutation={permutation!r} and mask={mask!r} apply to couplings "
+                       "only.")
     layers = made_stack(event_shape, num_layers, hidden_units, activation, spline,
                         conditional_shape, net_init, validate_args, dtype, seed, "nsf", name,
                         invert=False)
@@ -78,5 +80,5 @@ def nsf(event_shape, num_layers=5, hidden_units=(256, 256), num_bins=8, bound=5.
 
     layers = coupling_stack(event_shape, num_layers, hidden_units, activation, spline,
                             permutation, conditional_shape, net_init, validate_args, dtype,
-                            seed, "nsf", name, make_coupling)
+                            seed, "nsf", name, make_coupling, mask)
   return tfb.Chain(layers, validate_args=validate_args, name=name)
