@@ -67,7 +67,7 @@ BINS = tff.datasets.DIGITS_NUM_BINS
 
 # ----------------------------------------------------------------------------------- ours
 
-def make_ours(family, d, hidden, seed, mask="half"):
+def make_ours(family, d, hidden, seed, mask="alternating"):
   """``mask``: the coupling families' masks (``'half'`` or ``'alternating'``)."""
   layers = LAYERS[family]
   if family == "nice":
@@ -90,7 +90,7 @@ def make_ours(family, d, hidden, seed, mask="half"):
   return tff.flows.distribution(flow, [d])
 
 
-def train_ours(family, d, hidden, seed, batches, lr, mask="half"):
+def train_ours(family, d, hidden, seed, batches, lr, mask="alternating"):
   """Trains on the batch stream; returns (log_prob over numpy, train seconds, final loss)."""
   return train_distribution(make_ours(family, d, hidden, seed, mask), batches, lr)
 
@@ -366,7 +366,7 @@ def main():
   parser.add_argument("--digits-hidden", default="64,64")
   parser.add_argument("--test", type=int, default=50000)
   parser.add_argument("--skip-timing", action="store_true")
-  parser.add_argument("--mask", choices=("half", "alternating"), default="half",
+  parser.add_argument("--mask", choices=("half", "alternating"), default="alternating",
                       help="masks of our coupling families (nice, realnvp, nsf)")
   parser.add_argument("--tag", default="")
   parser.add_argument("--state-dir", default=None,

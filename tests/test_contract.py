@@ -91,7 +91,7 @@ REGISTRY = [
                                                           dtype=dt), (2,), scale=0.3),
     Case("maf_3d", lambda dt: tff.flows.maf([3], num_layers=2, hidden_units=[16], dtype=dt),
          (3,), scale=0.2),
-    # Alternating masks: an even size is re-interleaved by stack + reshape, an odd one gathered.
+    # Alternating masks: half masks between two permutations (the even entries first).
     Case("realnvp_alternating_6d", lambda dt: tff.flows.realnvp(
         [6], num_layers=3, hidden_units=[16], mask="alternating", dtype=dt), (6,), scale=0.3),
     Case("nsf_alternating_5d", lambda dt: tff.flows.nsf(

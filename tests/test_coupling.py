@@ -227,7 +227,7 @@ def test_random_permutation_option():
 # --- generalised coupling, MADE, MAF, builders (issues 11, 12, 13) ------------------------
 
 def test_alternating_masks_replace_permutations_and_start_at_identity():
-  flow = tff.flows.realnvp([5], num_layers=3, hidden_units=[8])
+  flow = tff.flows.realnvp([5], num_layers=3, hidden_units=[8], mask="half")
   assert not any(isinstance(b, tfb.Permute) for b in flow.bijectors)
   assert [tuple(b.mask) for b in flow.bijectors[::-1]] == [
       (1, 1, 1, 0, 0), (0, 0, 0, 1, 1), (1, 1, 1, 0, 0)]
@@ -236,21 +236,34 @@ def test_alternating_masks_replace_permutations_and_start_at_identity():
 
 
 def test_alternating_mask_option_of_the_coupling_builders():
-  flow = tff.flows.realnvp([4], num_layers=2, hidden_units=[8], mask="alternating")
-  assert [tuple(b.mask) for b in flow.bijectors[::-1]] == [(1, 0, 1, 0), (0, 1, 0, 1)]
-  # Each layer changes only its mask-0 entries, reassembled in place (stack + reshape).
-  tff.testing.randomize_variables(flow, seed=2)
-  layer = flow.bijectors[-1]
-  x = tf.random.stateless_normal([3, 4], [0, 1])
-  y = layer.forward(x)
-  np.testing.assert_array_equal(y.numpy()[:, ::2], x.numpy()[:, ::2])
-  assert not np.allclose(y.numpy()[:, 1::2], x.numpy()[:, 1::2])
-  assert tff.flows.nsf([4], num_layers=2, mask="alternating").bijectors[0].mask.tolist() == [
-      0, 1, 0, 1]
+  # Alternating by default: the even entries condition the odd ones in the first layer, the
+  # odd ones the even ones in the next (built as half masks between two permutations).
+  x = tf.random.stateless_normal([3, 5], [0, 1])
+  for builder in (tff.flows.realnvp, tff.flows.nsf, tff.flows.nice):
+    one = builder([5], num_layers=1, hidden_units=[8], **(
+        {"scaling": False} if builder is tff.flows.nice else {}))
+    tff.testing.randomize_variables(one, seed=2)
+    y = one.forward(x).numpy()
+    np.testing.assert_array_equal(y[:, ::2], x.numpy()[:, ::2])
+    assert not np.allclose(y[:, 1::2], x.numpy()[:, 1::2])
+  two = tff.flows.realnvp([5], num_layers=2, hidden_units=[8])
+  tff.testing.randomize_variables(two, seed=3)
+  data_side = tfb.Chain(two.bijectors[:2])  # the permutation and the data-side coupling
+  y = data_side.inverse(x).numpy()  # even entries first (changed), then the kept odd ones
+  np.testing.assert_array_equal(y[:, 3:], x.numpy()[:, 1::2])
+  assert not np.allclose(y[:, :3], x.numpy()[:, ::2])
+  assert isinstance(two.bijectors[0], tfb.Permute) and isinstance(two.bijectors[-1], tfb.Permute)
+  assert tff.flows.nice([4], num_layers=2, mask="half").bijectors[0].mask.tolist() == [
+      0, 0, 1, 1]
   with pytest.raises(ValueError, match="mask must be one of"):
     tff.flows.nice([4], mask="checkerboard")
   with pytest.raises(ValueError, match="couplings only"):
-    tff.flows.nsf([4], autoregressive=True, mask="alternating")
+    tff.flows.nsf([4], autoregressive=True, mask="half")
+  # A config saved before the argument existed rebuilds its half masks, not today's default.
+  config = tff.flows.get_config(tff.flows.realnvp([4], num_layers=2, hidden_units=[8]))
+  del config["kwargs"]["mask"]
+  old = tff.flows.from_config(config)
+  assert [tuple(b.mask) for b in old.bijectors[::-1]] == [(1, 1, 0, 0), (0, 0, 1, 1)]
 
 
 @pytest.mark.parametrize("order", [None, [3, 1, 4, 2]])

@@ -171,9 +171,14 @@ def test_conditional_nsf_uses_and_broadcasts_the_context(autoregressive):
 def test_nsf_builder_options_and_structure():
   flow = tff.flows.nsf([4], num_layers=3, hidden_units=[8], num_bins=5, bound=4., seed=0)
   couplings = [b for b in flow.bijectors if isinstance(b, tff.bijectors.SplineCoupling)]
-  assert len(couplings) == 3 and len(flow.bijectors) == 3  # alternating masks: no Permute
+  # Alternating masks: half masks between one permutation at each end (even entries first).
+  assert len(couplings) == 3 and len(flow.bijectors) == 5
+  assert [b.permutation.numpy().tolist() for b in (flow.bijectors[0], flow.bijectors[-1])] == [
+      [0, 2, 1, 3], [0, 2, 1, 3]]
   assert couplings[0].transformer == RationalQuadraticSpline(5, 4.)
   assert {tuple(c.mask) for c in couplings} == {(1, 1, 0, 0), (0, 0, 1, 1)}
+  half = tff.flows.nsf([4], num_layers=3, hidden_units=[8], mask="half")
+  assert len(half.bijectors) == 3  # no permutation op
   rev = tff.flows.nsf([4], num_layers=3, hidden_units=[8], permutation="reverse")
   assert sum(isinstance(b, tfb.Permute) for b in rev.bijectors) == 2
   ar = tff.flows.nsf([4], num_layers=2, hidden_units=[8], autoregressive=True)

@@ -78,11 +78,8 @@ __all__ = ["Coupling", "AdditiveCoupling", "AffineCoupling", "SplineCoupling", "
 
 
 def _as_slice_or_indices(indices):
-  """A slice for contiguous or every-other index sets (an alternating mask), else indices."""
-  steps = np.diff(indices)
-  for step in (1, 2):
-    if np.all(steps == step):
-      return slice(int(indices[0]), int(indices[-1]) + 1, None if step == 1 else 2)
+  if np.all(np.diff(indices) == 1):
+    return slice(int(indices[0]), int(indices[-1]) + 1)
   return indices
 
 
@@ -162,10 +159,6 @@ class Coupling(core.DtypeChecked, tfb.Bijector):
           self._restore = None
         else:
           self._restore = np.argsort(order)
-        # An alternating mask on an even size: interleave the halves by stack + reshape.
-        self._interleave = (len(keep) == len(change) and len(keep) > 1
-                            and isinstance(self._keep, slice) and self._keep.step == 2
-                            and isinstance(self._change, slice) and self._change.step == 2)
       super().__init__(forward_min_event_ndims=mask.ndim,
                        is_constant_jacobian=transformer.is_constant_jacobian,
                        validate_args=validate_args, dtype=dtype,
@@ -267,13 +260,6 @@ class Coupling(core.DtypeChecked, tfb.Bijector):
   def _merge(self, x_keep, y_change):
     if self._spatial:
       return x_keep + (1. - self._mask) * y_change
-    if self._interleave:
-      pair = [x_keep, y_change] if self._keep.start == 0 else [y_change, x_keep]
-      y = tf.reshape(tf.stack(pair, axis=-1),
-                     tf.concat([tf.shape(x_keep)[:-1], [2 * self._in_size]], 0))
-      if x_keep.shape.rank is not None:
-        y.set_shape(x_keep.shape[:-1].concatenate([2 * self._in_size]))
-      return y
     if self._change_first:
       return tf.concat([y_change, x_keep], axis=-1)
     y = tf.concat([x_keep, y_change], axis=-1)

@@ -6,6 +6,7 @@ import tensorflow_probability as tfp
 
 from tfp_flows import core
 from tfp_flows import masks as masks_lib
+from tfp_flows.bijectors.coupling import check_event
 from tfp_flows.flows import _config
 
 tfb = tfp.bijectors
@@ -66,14 +67,30 @@ def check_layers(num_layers):
   return int(num_layers)
 
 
-def permutation(d, kind, rng, dtype, name):
+class CheckedPermute(tfb.Permute):
+  """``tfb.Permute`` of the last axis that names a wrong event size (TFP's says only that two
+  shapes are incompatible): the builders put one at the ends of a stack, where user input
+  arrives."""
+
+  def _check(self, t, what):
+    return check_event(t, [int(self.permutation.shape[-1])], name=self.name,
+                       validate_args=self.validate_args, what=what)
+
+  def _forward(self, x):
+    return super()._forward(self._check(x, "x"))
+
+  def _inverse(self, y):
+    return super()._inverse(self._check(y, "y"))
+
+
+def permutation(d, kind, rng, dtype, name, validate_args=False):
   if kind == "reverse":
     perm = np.arange(d)[::-1]
   elif kind == "random":
     perm = rng.permutation(d)
   else:
     raise ValueError(f"permutation must be 'reverse' or 'random', got {kind!r}.")
-  return tfb.Permute(perm.astype(np.int32), name=name)
+  return CheckedPermute(perm.astype(np.int32), validate_args=validate_args, name=name)
 
 
 _config.register("distribution", distribution)

@@ -28,6 +28,15 @@ __all__ = ["builder", "register", "has_config", "get_config", "from_config", "re
 _BUILDERS = {}
 _CONFIGS = {}  # id(obj) -> (weakref to obj, config dict or the reason there is none)
 
+# Arguments added to a builder after configs were saved without them, with the value that
+# rebuilds what those configs describe (not today's default, if that differs): an older
+# file must not load into a different map with weights of the same shapes.
+ADDED_ARGUMENTS = {
+    "nice": {"mask": "half"},
+    "realnvp": {"mask": "half"},
+    "nsf": {"mask": "half"},
+}
+
 
 class _NotSerialisable(Exception):
   pass
@@ -148,6 +157,8 @@ def from_config(config):
   if name not in _BUILDERS:
     raise ValueError(f"unknown tff.flows builder {name!r} (known: {', '.join(sorted(_BUILDERS))})")
   kwargs = _from_json(config["kwargs"])
+  for key, value in ADDED_ARGUMENTS.get(name, {}).items():
+    kwargs.setdefault(key, value)
   if name == "distribution":
     kwargs["bijector"] = from_config(config["kwargs"]["bijector"])
   return _BUILDERS[name](**kwargs)

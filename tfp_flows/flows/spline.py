@@ -1,7 +1,7 @@
 """Neural spline flows (Durkan et al. 2019): rational-quadratic spline couplings or MAFs.
 
-``nsf(event_shape)`` stacks ``num_layers`` ``SplineCoupling`` layers (half masks, consecutive
-layers transforming the other half); ``nsf(event_shape, autoregressive=True)`` stacks
+``nsf(event_shape)`` stacks ``num_layers`` ``SplineCoupling`` layers (alternating masks,
+consecutive layers transforming the other entries); ``nsf(event_shape, autoregressive=True)`` stacks
 ``MaskedAutoregressiveFlow`` layers with a ``MADE`` network and the same spline (orders
 reversed between layers). Each spline has ``num_bins`` bins on ``[-bound, bound]`` and is the
 identity outside (linear tails), so data far out pass through unchanged: standardise data to
@@ -40,7 +40,7 @@ __all__ = ["nsf"]
 def nsf(event_shape, num_layers=5, hidden_units=(256, 256), num_bins=8, bound=5.,
         autoregressive=False, activation="relu", permutation="alternate",
         min_bin_size=1e-3, min_derivative=1e-3, conditional_shape=None, net_init="uniform",
-        validate_args=False, dtype=tf.float32, seed=0, name="nsf", mask="half"):
+        validate_args=False, dtype=tf.float32, seed=0, name="nsf", mask="alternating"):
   """Neural spline flow: rational-quadratic spline couplings, or autoregressive splines.
 
   Args:
@@ -59,12 +59,13 @@ def nsf(event_shape, num_layers=5, hidden_units=(256, 256), num_bins=8, bound=5.
     net_init: initialisation of the networks (``"zeros"``: the flow starts at the identity).
     validate_args: check event shapes and finiteness of inputs in every layer.
     dtype, seed, name: dtype of all variables, seed of their initial values, name prefix.
-    mask: couplings only: ``'half'`` or ``'alternating'`` masks (``coupling_stack``).
+    mask: couplings only: ``'alternating'`` (default) or ``'half'`` masks
+      (``flows.coupling.coupling_stack``).
   """
   spline = transformers_lib.RationalQuadraticSpline(num_bins, bound, min_bin_size,
                                                     min_derivative)
   if autoregressive:
-    if permutation != "alternate" or mask != "half":
+    if permutation != "alternate" or mask != "alternating":
       raise ValueError("nsf(autoregressive=True) reverses the order between layers; "
                        f"permutation={permutation!r} and mask={mask!r} apply to couplings "
                        "only.")
