@@ -25,6 +25,7 @@ over zuko's. Figures from a shared machine are noisy; the ratios are what to com
 
     python benchmarks/bench_realnvp.py            # full run
     python benchmarks/bench_realnvp.py --quick    # smoke run
+    python benchmarks/bench_realnvp.py --skip-tfp --breakdown   # + the NSF step in parts
 
 Density quality (KL) lives in ``bench_density.py``.
 """
@@ -81,6 +82,27 @@ def ours_step(family, x):
     variables = dist.trainable_variables
   step = tff.train.make_ml_step(dist, keras.optimizers.Adam(1e-4), variables=variables)
   return lambda: step(x)
+
+
+def nsf_breakdown(x):
+  """The NSF step in parts: the gradient without the optimizer update (XLA and not), and the
+  loss alone (forward only) -- where the step's time beyond its matmul floor goes."""
+  dist = tff.flows.distribution(tff.flows.nsf([D], num_layers=LAYERS, hidden_units=HIDDEN,
+                                              num_bins=BINS), [D])
+  variables = dist.trainable_variables
+
+  def gradient(x):
+    with tf.GradientTape() as tape:
+      loss = -tf.reduce_mean(dist.log_prob(x))
+    grads = tape.gradient(loss, variables)
+    return loss + 0. * tf.add_n([tf.reduce_sum(g) for g in grads])
+
+  grad_xla = tf.function(gradient, jit_compile=True)
+  grad_plain = tf.function(gradient, jit_compile=False)
+  loss = tf.function(lambda x: -tf.reduce_mean(dist.log_prob(x)), jit_compile=True)
+  return {"nsf: gradient, no optimizer update": lambda: grad_xla(x),
+          "nsf: loss only (forward)": lambda: loss(x),
+          "nsf: gradient, no optimizer, no XLA": lambda: grad_plain(x)}
 
 
 def floor_step(num_params, x):
@@ -161,6 +183,8 @@ def main():
                       help="intra-op threads for TensorFlow and PyTorch alike (0: defaults; 1 "
                            "on an oversubscribed machine, where spinning threads distort)")
   parser.add_argument("--skip-tfp", action="store_true", help="leave out TFP's tfb.RealNVP row")
+  parser.add_argument("--breakdown", action="store_true",
+                      help="add the NSF step's parts (gradient only, loss only, no XLA)")
   args = parser.parse_args()
   if args.quick:
     args.calls, args.rounds = 2, 2
@@ -179,6 +203,8 @@ def main():
          "spline transformers alone": spline_step(x)}
   if not args.skip_tfp:
     fns["TFP tfb.RealNVP"] = ours_step("tfp", x)
+  if args.breakdown:
+    fns.update(nsf_breakdown(x))
   for family, label in (("realnvp", "zuko RealNVP"), ("nsf", "zuko NSF (passes=2)")):
     step = zuko_step(family, x_np)
     if step is not None:
@@ -192,6 +218,8 @@ def main():
   floors = {"tfp_flows realnvp": "matmul floor (2 params)",
             "TFP tfb.RealNVP": "matmul floor (2 params)",
             "tfp_flows nsf": f"matmul floor ({3 * BINS - 1} params)"}
+  floors.update({name: f"matmul floor ({3 * BINS - 1} params)" for name in fns
+                 if name.startswith("nsf: ")})
   zuko = {"tfp_flows realnvp": "zuko RealNVP", "tfp_flows nsf": "zuko NSF (passes=2)"}
   rows, table = [], []
   for name, t in times.items():
@@ -207,7 +235,8 @@ def main():
                        title=f"training step, D={D}, {LAYERS} couplings, MLP 2x256, batch "
                              f"{BATCH}, jit_compile=True ({args.rounds} interleaved rounds "
                              f"of {args.calls} steps, medians)")
-  _common.write_results("realnvp_quick" if args.quick else "realnvp",
+  _common.write_results("realnvp_quick" if args.quick else
+                        "realnvp_breakdown" if args.breakdown else "realnvp",
                         {"config": {"d": D, "couplings": LAYERS, "hidden": HIDDEN,
                                     "threads": args.threads or "default",
                                     "batch": BATCH, "bins": BINS, "calls": args.calls,
