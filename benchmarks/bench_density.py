@@ -36,6 +36,8 @@ the same MLPs, batch 512, D = 2), timed interleaved (``_common.interleaved_times
     python benchmarks/bench_density.py                         # everything (one run)
     python benchmarks/bench_density.py --quick                 # smoke run (tiny budget)
     python benchmarks/bench_density.py --only nsf,realnvp --densities 6gaussians --seeds 0,1
+    python benchmarks/bench_density.py --only realnvp,nsf --densities digits --libs tfp_flows \
+        --mask half --skip-timing --tag _digits_half    # our couplings with half masks
     python benchmarks/bench_density.py --only nsf --densities 2spirals --libs zuko \
         --state-dir /tmp/zuko_state --tag _nsf_2spirals   # rerun until done: resumes zuko
 
