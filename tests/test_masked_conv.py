@@ -281,6 +281,7 @@ def test_float32_solve_converges_as_far_as_float32_allows():
   np.testing.assert_allclose(r32.solution, r64.solution, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow  # 12 s
 def test_diverging_newton_falls_back_to_chord_and_failures_are_reported():
   bij = MaskedConv2D([8, 8, 3], solver="newton", name="big_block")
   tff.testing.randomize_variables(bij, scale=2., seed=0)
