@@ -39,8 +39,9 @@ def coupling_stack(event_shape, num_layers, hidden_units, activation, transforme
   on a flattened image the neighbouring columns) or ``"half"`` (the first ``ceil(D/2)``
   entries condition the rest). On 8x8 digits (64-D, bench_density.py, seeds 0-1) alternating
   masks reached 2.80 / 2.95 test bits/dim for RealNVP against 3.17 / 3.04 with half masks,
-  and 2.39 / 2.36 against 2.48 / 2.49 for NSF; for D = 2 the two are the same. ``permutation``: ``"alternate"`` (consecutive layers use
-  complementary masks: no permutation op), ``"reverse"`` (a ``tfb.Permute`` reversing the
+  and 2.39 / 2.36 against 2.48 / 2.49 for NSF; for D = 2 the two are the same.
+  ``permutation``: ``"alternate"`` (consecutive layers use complementary masks: no
+  permutation op), ``"reverse"`` (a ``tfb.Permute`` reversing the
   entries between layers; the same family of maps) or ``"random"`` (a seeded random
   ``tfb.Permute`` between layers).
   ``make_coupling(mask, net, cond, layer_name)`` builds one layer (default: ``Coupling`` with
