@@ -1,9 +1,10 @@
-"""Why zuko's RealNVP/MAF trained better than ours: one change at a time, same seeds.
+"""Why zuko's RealNVP/MAF/NSF trained better than ours: one change at a time, same seeds.
 
-Each variant changes one thing in our RealNVP (8 affine couplings) or MAF (5 layers), MLPs
-64x64, trained exactly as in ``bench_density.py`` (3000 Adam steps at 1e-3, batch 512 fresh
-samples, the same stream for every variant of a seed); KL(data || model) on 50k fresh points.
-zuko's flow of the same size is trained on the same stream as the reference.
+Each variant changes one thing in our RealNVP (8 affine couplings), MAF (5 layers) or coupling
+NSF (5 layers, 8 bins, bound 5), MLPs 64x64, trained exactly as in ``bench_density.py`` (3000
+Adam steps at 1e-3, batch 512 fresh samples, the same stream for every variant of a seed);
+KL(data || model) on 50k fresh points. zuko's flow of the same size is trained on the same
+stream as the reference.
 
 Differences read in zuko 1.6's source (``zuko/nn.py``, ``zuko/transforms.py``,
 ``zuko/flows/coupling.py``, ``zuko/flows/autoregressive.py``) and the variants that test them:
@@ -18,11 +19,25 @@ Differences read in zuko 1.6's source (``zuko/nn.py``, ``zuko/transforms.py``,
   and clamp in our coupling) and ``bound=none`` (unbounded ``s``);
 * permutations: zuko alternates masks / orders; ours reversed with a ``Permute`` between
   couplings (the same family of maps). Variant ``permutation=reverse``;
+* the spline's orientation: zuko (and Durkan et al.'s nflows) apply the rational-quadratic
+  spline in the density direction (data -> latent); ours applied it base -> data
+  (``tfb.RationalQuadraticSpline``'s orientation), so ``log_prob`` went through its
+  quadratic-root inverse: a different family of maps. Variants ``nsf_forward`` (our old
+  default) against ``nsf_default`` (``spline_direction="inverse"``, the default now);
+* the spline's parameterisation: zuko soft-clips raw widths and heights to +-log(1e3)/2
+  before the softmax (no additive minimum bin size) and takes derivatives
+  ``exp(softclip(u, log 1e3))``; ours ``2B (m + (1 - K m) softmax)`` and
+  ``1e-3 + softplus(u + c)``. Variants ``nsf_zukoparam`` (zuko's, old orientation) and
+  ``nsf_zukoparam_inverse``;
+* zuko's ``NSF(passes=2)`` is a two-pass MADE: its first half also moves, by a spline whose
+  parameters come from the MADE's biases alone. Variant ``nsf_kept`` (``transform_kept=True``);
 * everything else is the same: ReLU MLPs, Adam with default betas (epsilon 1e-8 in PyTorch,
   1e-7 in Keras), float32, a standard normal base, no data standardisation.
 
     python benchmarks/ablate_coupling.py                                  # the full table
     python benchmarks/ablate_coupling.py --densities 6gaussians --seeds 0 --variants base,uniform
+    python benchmarks/ablate_coupling.py --densities 6gaussians,2spirals --peers nsf \
+        --variants nsf_forward,nsf_default,nsf_zukoparam,nsf_zukoparam_inverse --tag _nsf
 
 Writes ``benchmarks/results/ablate_coupling.json`` (``--tag`` appends a suffix).
 """
@@ -41,6 +56,7 @@ import tensorflow_probability as tfp  # noqa: E402
 
 import tfp_flows as tff  # noqa: E402
 from tfp_flows.bijectors import transformers  # noqa: E402
+from tfp_flows.flows.coupling import coupling_stack  # noqa: E402
 
 tfb = tfp.bijectors
 
@@ -66,6 +82,30 @@ class ZukoAffine(transformers.Transformer):
     return y * tf.exp(a) + b, a
 
 
+class ZukoSpline(transformers.RationalQuadraticSpline):
+  """zuko's spline parameterisation in our transformer: raw widths and heights
+  ``r / (1 + |2 r / log(1e-3)|)`` before the softmax (no additive minimum), derivatives
+  ``exp(u / (1 + |u / log(1e-3)|))`` (mapped onto our softplus form with
+  ``min_derivative=0``)."""
+
+  def __init__(self, direction):
+    super().__init__(8, 5., min_bin_size=0., min_derivative=0., direction=direction)
+
+  def _zuko(self, params):
+    k, lim = self.num_bins, np.log(1e3)
+    sizes, u = params[..., :2 * k, :], params[..., 2 * k:, :]
+    sizes = sizes / (1. + tf.abs(2. * sizes / lim))
+    derivative = tf.exp(u / (1. + tf.abs(u / lim)))
+    return tf.concat([sizes, tfp.math.softplus_inverse(derivative) - self._derivative_offset],
+                     axis=-2)
+
+  def forward(self, x, params):
+    return super().forward(x, self._zuko(params))
+
+  def inverse(self, y, params):
+    return super().inverse(y, self._zuko(params))
+
+
 # variant -> (family, builder kwargs); "param" swaps the transformer.
 VARIANTS = {
     "realnvp/base (glorot, old default)": ("realnvp", dict(net_init="glorot",
@@ -89,6 +129,13 @@ VARIANTS = {
     "maf/init=uniform (new default)": ("maf", dict(net_init="uniform")),
     "maf/init=random": ("maf", dict(net_init="random")),
     "maf/bound=none": ("maf", dict(net_init="glorot", log_scale_bound=None)),
+    "nsf/spline base -> data (old default)": ("nsf", dict(spline_direction="forward")),
+    "nsf/spline data -> latent (new default)": ("nsf", dict()),
+    "nsf/zuko's spline parameterisation, base -> data": (
+        "nsf", dict(transformer=ZukoSpline("forward"))),
+    "nsf/zuko's spline parameterisation, data -> latent": (
+        "nsf", dict(transformer=ZukoSpline("inverse"))),
+    "nsf/transform_kept": ("nsf", dict(transform_kept=True)),
 }
 SHORT = {"base": "realnvp/base (glorot, old default)", "uniform": "realnvp/init=uniform",
          "random": "realnvp/init=random", "param": "realnvp/param=zuko",
@@ -96,7 +143,11 @@ SHORT = {"base": "realnvp/base (glorot, old default)", "uniform": "realnvp/init=
          "default": "realnvp/new default", "uniform_param": "realnvp/init=uniform + param=zuko",
          "uniform_nobound": "realnvp/init=uniform + bound=none", "maf_base": "maf/base (glorot)",
          "maf_uniform": "maf/init=uniform (new default)", "maf_random": "maf/init=random",
-         "maf_nobound": "maf/bound=none"}
+         "maf_nobound": "maf/bound=none", "nsf_forward": "nsf/spline base -> data (old default)",
+         "nsf_default": "nsf/spline data -> latent (new default)",
+         "nsf_zukoparam": "nsf/zuko's spline parameterisation, base -> data",
+         "nsf_zukoparam_inverse": "nsf/zuko's spline parameterisation, data -> latent",
+         "nsf_kept": "nsf/transform_kept"}
 
 
 def build(variant, d, hidden, seed):
@@ -106,10 +157,15 @@ def build(variant, d, hidden, seed):
   layers = bench_density.LAYERS[family]
   if family == "maf":
     flow = tff.flows.maf([d], num_layers=layers, hidden_units=hidden, seed=seed, **kwargs)
+  elif family == "nsf" and transformer is None:
+    flow = tff.flows.nsf([d], num_layers=layers, hidden_units=hidden, seed=seed, **kwargs)
+  elif family == "nsf":
+    flow = tfb.Chain(coupling_stack(
+        [d], layers, hidden, "relu", transformer, "alternate", None, "uniform", False,
+        tf.float32, seed, "nsf", "nsf"))
   elif transformer is None:
     flow = tff.flows.realnvp([d], num_layers=layers, hidden_units=hidden, seed=seed, **kwargs)
   else:
-    from tfp_flows.flows.coupling import coupling_stack
     flow = tfb.Chain(coupling_stack(
         [d], layers, hidden, "relu", transformer, kwargs.pop("permutation", "alternate"), None,
         kwargs.pop("net_init", "uniform"), False, tf.float32, seed, "realnvp", "realnvp"))
@@ -120,7 +176,8 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--densities", default="6gaussians,8gaussians,checkerboard,2spirals")
   parser.add_argument("--variants", default=",".join(SHORT))
-  parser.add_argument("--peers", default="realnvp,maf", help="zuko families to run too")
+  parser.add_argument("--peers", default="realnvp,maf",
+                      help="zuko families to run too (realnvp, maf, nsf)")
   parser.add_argument("--seeds", default="0,1,2")
   parser.add_argument("--steps", type=int, default=3000)
   parser.add_argument("--test", type=int, default=50000)

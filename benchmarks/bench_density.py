@@ -14,6 +14,8 @@ nice               ``nice``: 8 additive couplings + Scaling    8 additive coupli
 realnvp            ``realnvp``: 8 affine couplings             ``RealNVP(transforms=8)``
 maf                ``maf``: 5 layers                           ``MAF(transforms=5)``
 nsf                ``nsf``: 5 spline couplings, 8 bins         ``NSF(transforms=5, passes=2)``
+nsf_kept           ``nsf(transform_kept=True)``: 5 spline      ``NSF(transforms=5, passes=2)``
+                   couplings that also move the kept half
 nsf_ar             ``nsf(autoregressive=True)``: 5 layers      ``NSF(transforms=5)``
 gaussianization    ``gaussianization``: 8 layers, 8 comp.      ``GF(transforms=8, components=8)``
 planar             ``planar``: 8 layers                        (no zuko counterpart)
@@ -59,10 +61,11 @@ import tensorflow as tf  # noqa: E402
 
 import tfp_flows as tff  # noqa: E402
 
-FAMILIES = ("nice", "realnvp", "maf", "nsf", "nsf_ar", "gaussianization", "planar")
+FAMILIES = ("nice", "realnvp", "maf", "nsf", "nsf_kept", "nsf_ar", "gaussianization",
+            "planar")
 DENSITIES = ("8gaussians", "checkerboard", "2spirals", "6gaussians", "digits")
-LAYERS = {"nice": 8, "realnvp": 8, "maf": 5, "nsf": 5, "nsf_ar": 5, "gaussianization": 8,
-          "planar": 8}
+LAYERS = {"nice": 8, "realnvp": 8, "maf": 5, "nsf": 5, "nsf_kept": 5, "nsf_ar": 5,
+          "gaussianization": 8, "planar": 8}
 ALPHA = 0.05  # RealNVP's logit preprocessing
 BINS = tff.datasets.DIGITS_NUM_BINS
 
@@ -80,6 +83,9 @@ def make_ours(family, d, hidden, seed, mask="alternating"):
     flow = tff.flows.maf([d], num_layers=layers, hidden_units=hidden, seed=seed)
   elif family == "nsf":
     flow = tff.flows.nsf([d], num_layers=layers, hidden_units=hidden, seed=seed, mask=mask)
+  elif family == "nsf_kept":
+    flow = tff.flows.nsf([d], num_layers=layers, hidden_units=hidden, seed=seed, mask=mask,
+                         transform_kept=True)
   elif family == "nsf_ar":
     flow = tff.flows.nsf([d], num_layers=layers, hidden_units=hidden, autoregressive=True,
                          seed=seed)
@@ -131,7 +137,7 @@ def make_zuko(family, d, hidden):
     return zuko.flows.RealNVP(d, transforms=layers, hidden_features=hidden)
   if family == "maf":
     return zuko.flows.MAF(d, transforms=layers, hidden_features=hidden)
-  if family == "nsf":
+  if family in ("nsf", "nsf_kept"):
     return zuko.flows.NSF(d, transforms=layers, passes=2, hidden_features=hidden)
   if family == "nsf_ar":
     return zuko.flows.NSF(d, transforms=layers, hidden_features=hidden)
@@ -281,7 +287,7 @@ def quality(args, env):
                  "metric": "bits/dim" if name == "digits" else "KL nats", "value": mean,
                  "stderr": se, "train_seconds": seconds, "final_loss": final_loss,
                  "steps": args.steps}
-          if lib == "tfp_flows" and family in ("nice", "realnvp", "nsf"):
+          if lib == "tfp_flows" and family in ("nice", "realnvp", "nsf", "nsf_kept"):
             row["mask"] = args.mask
           rows.append(row)
           print(f"  {name:12s} {family:16s} {lib:9s} seed {seed}: {row['metric']} "
@@ -321,10 +327,12 @@ def summary_tables(rows):
         if not vals:
           cells.append(None)
           continue
-        mean = np.mean([r["value"] for r in vals])
-        se = np.sqrt(np.sum([r["stderr"] ** 2 for r in vals])) / len(vals)
-        cells.append(f"{mean:.4f} ± {se:.4f}" + (f" ({len(vals)} seeds)" if len(vals) > 1
-                                                  else ""))
+        values = [r["value"] for r in vals]
+        if len(vals) == 1:  # one run: ± the test-set standard error
+          cells.append(f"{values[0]:.4f} ± {vals[0]['stderr']:.4f}")
+        else:  # several seeds: ± the standard error over seeds (the larger spread)
+          mean, se = _common.mean_and_stderr(values)
+          cells.append(f"{mean:.4f} ± {se:.4f} ({len(vals)} seeds)")
       table.append(cells)
     metric = sub[0]["metric"]
     out.append(_common.table(["family", f"tfp_flows {metric}", f"zuko {metric}"], table,
@@ -335,17 +343,23 @@ def summary_tables(rows):
 def merge(paths, out_name):
   """One results file (rows, tables, environments) from runs split into several commands."""
   import json
-  rows, envs, step = [], [], None
+  rows, envs, step, sources = [], [], None, []
   for path in paths:
     with open(path) as f:
       payload = json.load(f)
-    envs.append(payload["environment"])
-    rows += payload["results"].get("quality", [])
-    step = payload["results"].get("step_time", step)
+    results = payload["results"]
+    if "merged_from" in results:  # an earlier merge: keep its sources and environments
+      sources += results["merged_from"]
+      envs += results["environments"]
+    else:
+      sources.append(os.path.basename(path))
+      envs.append(payload["environment"])
+    rows += results.get("quality", [])
+    step = results.get("step_time", step)
   order = {n: i for i, n in enumerate(DENSITIES)}
   fam = {n: i for i, n in enumerate(FAMILIES)}
   rows.sort(key=lambda r: (order[r["density"]], fam[r["family"]], r["library"], r["seed"]))
-  result = {"merged_from": [os.path.basename(p) for p in paths], "environments": envs,
+  result = {"merged_from": sources, "environments": envs,
             "quality": rows, "tables": summary_tables(rows)}
   if step is not None:
     result["step_time"] = step

@@ -242,6 +242,20 @@ REGISTRY += [
                                   autoregressive=True, dtype=dt), (3,), scale=0.2,
          input_scale=2.),
     Case("maf_tfp_network_3d", _tfp_made_maf, (3,), scale=0.2),
+    # transform_kept: the kept entries move by a learned spline too (vector split and a
+    # gathered channel split), inside a builder stack and alone.
+    Case("nsf_transform_kept_2d",
+         lambda dt: tff.flows.nsf([2], num_layers=1, hidden_units=[16], num_bins=4, bound=3.,
+                                  transform_kept=True, dtype=dt), (2,), scale=0.2,
+         input_scale=2.),
+    Case("spline_coupling_transform_kept_channel_image",
+         lambda dt: tff.bijectors.SplineCoupling(
+             np.broadcast_to(np.array([1., 0., 0., 1.]), (2, 2, 4)),
+             _image_conditioner(2 * 8, dt, channels_in=2), num_bins=3, bound=2., dtype=dt,
+             transform_kept=True), (2, 2, 4), batch=4, scale=0.2, input_scale=1.5),
+    Case("affine_transform_kept_5d",
+         lambda dt: tff.bijectors.AffineCoupling(
+             tff.masks.alternating(5), _mlp(3, 4, dt), dtype=dt, transform_kept=True), (5,)),
 ]
 
 

@@ -166,6 +166,61 @@ def test_channel_mask_conditioner_sees_the_kept_channels_only():
                              (0.3 * a).sum(axis=(1, 2, 3)), rtol=1e-5)
 
 
+def test_transform_kept_moves_the_kept_entries_by_their_own_parameters():
+  """transform_kept: y_A = f(x_A; phi) with learned constants phi, and the conditioner sees
+  y_A; written out by hand for the affine transformer (bound 3)."""
+  seen = []
+  def net(y_keep):  # [N, 2] -> shift and raw log-scale of the 2 changed entries
+    seen.append(y_keep.numpy().copy())
+    return tf.concat([y_keep[:, ::-1], 0.5 * y_keep], -1)
+  bij = tff.bijectors.AffineCoupling(tff.masks.alternating(4), net, transform_kept=True)
+  assert bij.kept_params.shape == [2, 2] and bij.trainable_variables == (bij.kept_params,)
+  x = tf.random.stateless_normal([5, 4], [3, 4])
+  np.testing.assert_array_equal(bij.forward(x)[:, ::2], x.numpy()[:, ::2])  # zeros: identity
+  phi = np.array([[0.3, -0.2], [0.4, -1.1]], np.float32)  # shifts; raw log-scales
+  bij.kept_params.assign(phi)
+  y = bij.forward(x).numpy()
+
+  def bounded(s):
+    return 3. * np.tanh(s / 3.)
+  xa, xb = x.numpy()[:, ::2], x.numpy()[:, 1::2]
+  ya = xa * np.exp(bounded(phi[1])) + phi[0]
+  yb = xb * np.exp(bounded(0.5 * ya)) + ya[:, ::-1]
+  np.testing.assert_allclose(seen[-1], ya, rtol=1e-6)
+  np.testing.assert_allclose(y[:, ::2], ya, rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(y[:, 1::2], yb, rtol=1e-5, atol=1e-6)
+  fldj = bounded(phi[1]).sum() + bounded(0.5 * ya).sum(-1)
+  np.testing.assert_allclose(bij.forward_log_det_jacobian(x, 1), fldj, rtol=1e-5)
+  fresh = tf.constant(y)  # not the cached output tensor
+  np.testing.assert_allclose(bij.inverse(fresh), x, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(bij.inverse_log_det_jacobian(tf.constant(y), 1), -fldj,
+                             rtol=1e-5)
+  # Copies share the variable, so they are the same map.
+  for other in (bij.copy(), type(bij)(**bij.parameters)):
+    assert other.kept_params is bij.kept_params
+    np.testing.assert_array_equal(other.forward(x), y)
+
+
+@pytest.mark.parametrize("call,exc,match", [
+    (lambda: tff.bijectors.AffineCoupling(tff.masks.checkerboard([2, 2, 1]),
+                                          lambda x: tf.concat([x, x], -1), transform_kept=True),
+     ValueError, "vector mask or a channel mask"),
+    (lambda: tff.bijectors.AffineCoupling(tff.masks.half(4), lambda x: tf.concat([x, x], -1),
+                                          transform_kept="yes"), TypeError, "must be a bool"),
+    (lambda: tff.bijectors.AffineCoupling(tff.masks.half(4), lambda x: tf.concat([x, x], -1),
+                                          kept_params=tf.zeros([2, 2])),
+     TypeError, "tf.Variable"),
+    (lambda: tff.bijectors.AffineCoupling(tff.masks.half(4), lambda x: tf.concat([x, x], -1),
+                                          kept_params=tf.Variable(tf.zeros([2, 3]))),
+     ValueError, r"shape \[2, 2\]"),
+    (lambda: tff.flows.nsf([4], autoregressive=True, transform_kept=True), ValueError,
+     "couplings only"),
+])
+def test_transform_kept_errors_are_named(call, exc, match):
+  with pytest.raises(exc, match=match):
+    call()
+
+
 def test_keras3_layer_as_conditioner_trains_and_is_tracked():
   import keras
   net = keras.Sequential([keras.layers.Dense(16, activation="relu"),

@@ -24,8 +24,9 @@ def _random_params(spline, shape, scale=1.5, seed=0):
 
 
 def test_spline_matches_tfp_rational_quadratic_spline():
-  """Same knots through TFP's implementation: outputs and log-dets agree to rounding."""
-  spline = RationalQuadraticSpline(num_bins=6, bound=3.)
+  """Same knots through TFP's implementation: outputs and log-dets agree to rounding (the
+  spline in TFP's orientation, ``direction="forward"``)."""
+  spline = RationalQuadraticSpline(num_bins=6, bound=3., direction="forward")
   params = _random_params(spline, (40, 5))
   x = tf.constant(np.random.default_rng(1).uniform(-4., 4., (40, 5)))
   _, widths, _, heights, derivs = spline._knots(params)
@@ -45,7 +46,7 @@ def test_spline_matches_tfp_rational_quadratic_spline():
 def test_spline_gradients_match_autodiff_through_tfp(inverse):
   """The hand-written gradient against autodiff of TFP's spline (raw parameters -> knots by
   the same softmax/softplus code, then tfb.RationalQuadraticSpline), float64."""
-  spline = RationalQuadraticSpline(num_bins=5, bound=3.)
+  spline = RationalQuadraticSpline(num_bins=5, bound=3., direction="forward")
   params = _random_params(spline, (30, 4), seed=5)
   v = tf.constant(np.random.default_rng(6).uniform(-3.5, 3.5, (30, 4)))
   weights = tf.constant(np.random.default_rng(7).normal(size=(2, 30, 4)))
@@ -66,8 +67,35 @@ def test_spline_gradients_match_autodiff_through_tfp(inverse):
     np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-9)
 
 
+def test_default_direction_makes_the_spline_the_density_direction():
+  """direction="inverse" (the default) is direction="forward" with forward and inverse
+  swapped: the rational-quadratic map is what log_prob evaluates (data -> latent)."""
+  spline, tfp_oriented = RationalQuadraticSpline(5, 3.), RationalQuadraticSpline(
+      5, 3., direction="forward")
+  assert spline.direction == "inverse" and spline != tfp_oriented
+  params = _random_params(spline, (20, 3), seed=8)
+  v = tf.constant(np.random.default_rng(9).uniform(-4., 4., (20, 3)))
+  for ours, theirs in ((spline.inverse, tfp_oriented.forward),
+                       (spline.forward, tfp_oriented.inverse)):
+    for a, b in zip(ours(v, params), theirs(v, params)):
+      np.testing.assert_array_equal(a, b)
+  flow = tff.flows.nsf([2], num_layers=2, hidden_units=[8], num_bins=5, bound=3.)
+  assert all(b.transformer == spline for b in flow.bijectors)
+  old = tff.flows.nsf([2], num_layers=2, hidden_units=[8], spline_direction="forward")
+  assert all(b.transformer.direction == "forward" for b in old.bijectors)
+  ar = tff.flows.nsf([3], num_layers=2, hidden_units=[8], autoregressive=True,
+                     spline_direction="forward")
+  assert all(b.transformer.direction == "forward" for b in ar.bijectors)
+  # Configs saved before the argument existed rebuild the orientation they were trained with.
+  config = tff.flows.get_config(flow)
+  assert config["kwargs"]["spline_direction"] == "inverse"
+  del config["kwargs"]["spline_direction"]
+  assert all(b.transformer.direction == "forward"
+             for b in tff.flows.from_config(config).bijectors)
+
+
 def test_zero_parameters_are_the_identity_and_tails_are_linear():
-  spline = RationalQuadraticSpline(num_bins=5, bound=2.)
+  spline = RationalQuadraticSpline(num_bins=5, bound=2., direction="forward")
   x = tf.constant(np.linspace(-5., 5., 101))[:, None]
   y, log_det = spline.forward(x, tf.zeros([101, spline.num_params, 1], tf.float64))
   np.testing.assert_allclose(y, x, atol=1e-14)
@@ -84,7 +112,7 @@ def test_zero_parameters_are_the_identity_and_tails_are_linear():
 
 
 def test_inverse_is_exact_at_knots_and_bounds():
-  spline = RationalQuadraticSpline(num_bins=8, bound=3.)
+  spline = RationalQuadraticSpline(num_bins=8, bound=3., direction="forward")
   params = _random_params(spline, (1, 1), scale=2.)
   xs, _, ys, _, _ = spline._knots(params)
   knots_x = tf.reshape(xs, [-1, 1])
@@ -102,7 +130,7 @@ def test_float32_error_is_the_conditioning_not_the_formula():
   """float32 inverse vs the float64 inverse of the same float32 outputs: the difference is
   bounded by the rounding of the knots (K float32 ulps of the interval 2B, from the cumulative
   sums) carried through the inverse's derivative dx/dy."""
-  spline = RationalQuadraticSpline(num_bins=8, bound=3.)
+  spline = RationalQuadraticSpline(num_bins=8, bound=3., direction="forward")
   params64 = _random_params(spline, (5000, 1), scale=1.5, seed=3)
   x64 = tf.constant(np.random.default_rng(4).uniform(-3., 3., (5000, 1)))
   y32, log_det = spline.forward(tf.cast(x64, tf.float32), tf.cast(params64, tf.float32))
@@ -208,6 +236,7 @@ def test_nsf_builder_options_and_structure():
      "couplings only"),
     (lambda: tff.flows.nsf([4], permutation="shuffle"), ValueError, "permutation"),
     (lambda: tff.flows.nsf([4], net_init="he"), ValueError, "init"),
+    (lambda: tff.flows.nsf([4], spline_direction="backward"), ValueError, "direction"),
     (lambda: tff.bijectors.Coupling(tff.masks.half(2), lambda x: x, transformer="cubic"),
      ValueError, "transformer"),
     (lambda: tff.bijectors.SplineCoupling(tff.masks.half(4), tff.nets.MLP(2, 2 * 22, [8])),
@@ -245,6 +274,26 @@ def test_parameters_rebuild_the_same_map_with_the_same_variables():
   rebuilt = type(maf)(**maf.parameters)
   assert rebuilt.params_fn is made and set(maf.parameters) == set(rebuilt.parameters)
   np.testing.assert_array_equal(rebuilt.inverse(x), maf.inverse(x))
+
+
+def test_nsf_transform_kept_builder_config_and_training():
+  flow = tff.flows.nsf([2], num_layers=2, hidden_units=[8], num_bins=4, transform_kept=True)
+  couplings = [b for b in flow.bijectors if isinstance(b, tff.bijectors.SplineCoupling)]
+  assert all(c.kept_params.shape == [11, 1] for c in couplings)
+  x = tf.random.normal([3, 2])
+  np.testing.assert_allclose(flow.forward(x), x, atol=1e-6)  # starts at the identity
+  # The option is part of the config; configs saved before it existed rebuild without it.
+  config = tff.flows.get_config(flow)
+  assert config["kwargs"]["transform_kept"] is True
+  assert all(b.kept_params is not None for b in tff.flows.from_config(config).bijectors)
+  del config["kwargs"]["transform_kept"]
+  assert all(b.kept_params is None for b in tff.flows.from_config(config).bijectors)
+  # FlowModel trains the kept parameters with the networks.
+  data = tff.datasets.toy("6gaussians").sample(256, seed=0)
+  model = tff.keras.FlowModel(tff.flows.distribution(flow, [2]))
+  model.compile(keras.optimizers.Adam(1e-2))
+  model.fit(data, batch_size=128, epochs=2, verbose=0)
+  assert all(np.abs(c.kept_params.numpy()).max() > 1e-3 for c in couplings)
 
 
 @pytest.mark.parametrize("autoregressive", [

@@ -34,7 +34,7 @@ _CONFIGS = {}  # id(obj) -> (weakref to obj, config dict or the reason there is 
 ADDED_ARGUMENTS = {
     "nice": {"mask": "half"},
     "realnvp": {"mask": "half"},
-    "nsf": {"mask": "half"},
+    "nsf": {"mask": "half", "transform_kept": False, "spline_direction": "forward"},
 }
 
 
