@@ -135,9 +135,10 @@ class Coupling(core.DtypeChecked, tfb.Bijector):
       input-independent parameters (``kept_params``, one set per kept entry or kept channel;
       zero-initialised); the conditioner then sees the kept entries on the ``y`` side.
       Vector and channel masks only.
-    kept_params: an existing ``tf.Variable`` ``[P, d_A]`` to use as the kept entries'
-      parameters (implies ``transform_kept``; default: a new zero variable, which copies of
-      the bijector share).
+    kept_params: the kept entries' parameters ``[P, d_A]`` to use (implies
+      ``transform_kept``): a ``tf.Variable``, a tensor (used as given, so gradients reach
+      whatever produced it) or a ``DeferredTensor``; default: a new zero variable, which
+      copies of the bijector share.
   """
 
   def __init__(self, mask, conditioner, transformer="affine", conditional_shape=None,
@@ -201,9 +202,8 @@ class Coupling(core.DtypeChecked, tfb.Bijector):
     shape = [transformer.num_params, self._in_size]
     if kept_params is None:
       return tf.Variable(tf.zeros(shape, dtype), name="kept_params")
-    if not isinstance(kept_params, tf.Variable):
-      raise TypeError(f"{name}: kept_params must be a tf.Variable (it is trained), got "
-                      f"{type(kept_params).__name__}.")
+    if not (tf.is_tensor(kept_params) or isinstance(kept_params, tf.Variable)):
+      kept_params = tf.convert_to_tensor(kept_params, dtype)  # arrays, lists
     if kept_params.dtype != dtype or kept_params.shape.as_list() != shape:
       raise ValueError(f"{name}: kept_params must have shape {shape} (parameters x kept "
                        f"entries) and dtype {dtype.name}, got {kept_params.shape.as_list()} "
@@ -229,8 +229,8 @@ class Coupling(core.DtypeChecked, tfb.Bijector):
 
   @property
   def kept_params(self):
-    """The kept entries' transformer parameters ``[P, d_A]`` (a ``tf.Variable``), or None
-    without ``transform_kept``."""
+    """The kept entries' transformer parameters ``[P, d_A]`` (a ``tf.Variable`` unless one
+    was passed), or None without ``transform_kept``."""
     return self._kept_params
 
   @property
