@@ -14,6 +14,7 @@ import textwrap
 import numpy as np
 import pytest
 
+import tfp_flows as tff
 from tfp_flows import cli
 from tfp_flows import cli_data
 
@@ -101,6 +102,26 @@ def test_train_sample_logprob_on_a_toy(toy_run, tmp_path, capsys):
   # The held-out NLL of metrics.json is what logprob gives on the same rows.
   run = cli.Run.load(toy_run)
   assert run.log_prob(grid[:5]) == pytest.approx(lp[:5], abs=1e-5)
+
+
+def test_runs_record_added_builder_arguments_and_old_runs_rebuild_their_map(toy_run):
+  """A builder argument added after runs were saved (the coupling masks, the spline's
+  orientation) must not change what an old run loads into: new runs record today's values,
+  configs without them rebuild the values those runs were trained with."""
+  config = _strict_json(os.path.join(toy_run, "config.json"))
+  assert config["flow_kwargs"]["mask"] == "alternating"
+  old = dict(config, flow="nsf", event_shape=[4], flow_kwargs={"num_layers": 2,
+                                                                "hidden_units": [8]})
+  couplings = [b for b in cli.build_distribution(old).bijector.bijectors
+               if isinstance(b, tff.bijectors.SplineCoupling)]
+  assert couplings and all(b.transformer.direction == "forward" and b.kept_params is None
+                           and tuple(b.mask) in {(1, 1, 0, 0), (0, 0, 1, 1)}
+                           for b in couplings)
+  new = dict(old, flow_kwargs=dict(old["flow_kwargs"], mask="alternating",
+                                   spline_direction="inverse", transform_kept=False))
+  couplings = [b for b in cli.build_distribution(new).bijector.bijectors
+               if isinstance(b, tff.bijectors.SplineCoupling)]
+  assert all(b.transformer.direction == "inverse" for b in couplings)
 
 
 def test_train_csv_with_header_and_logprob_csv(tmp_path, capsys):

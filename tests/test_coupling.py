@@ -203,7 +203,7 @@ def test_transform_kept_moves_the_kept_entries_by_their_own_parameters():
   source = tf.Variable(phi)
   with tf.GradientTape() as tape:
     amortised = tff.bijectors.AffineCoupling(tff.masks.alternating(4), net,
-                                             kept_params=2. * source)
+                                             transform_kept=True, kept_params=2. * source)
     out = amortised.forward(x)
     total = tf.reduce_sum(out)
   np.testing.assert_allclose(out[:, ::2], xa * np.exp(bounded(2. * phi[1])) + 2. * phi[0],
@@ -219,11 +219,19 @@ def test_transform_kept_moves_the_kept_entries_by_their_own_parameters():
     (lambda: tff.bijectors.AffineCoupling(tff.masks.half(4), lambda x: tf.concat([x, x], -1),
                                           transform_kept="yes"), TypeError, "must be a bool"),
     (lambda: tff.bijectors.AffineCoupling(tff.masks.half(4), lambda x: tf.concat([x, x], -1),
+                                          transform_kept=True,
                                           kept_params=tf.zeros([2, 2], tf.float64)),
-     ValueError, "dtype float32"),
+     TypeError, "expected float32"),
     (lambda: tff.bijectors.AffineCoupling(tff.masks.half(4), lambda x: tf.concat([x, x], -1),
+                                          transform_kept=True,
                                           kept_params=tf.Variable(tf.zeros([2, 3]))),
-     ValueError, r"shape \[2, 2\]"),
+     ValueError, "kept_params"),
+    (lambda: tff.bijectors.AffineCoupling(tff.masks.half(4), lambda x: tf.concat([x, x], -1),
+                                          transform_kept=True, kept_params=tf.zeros([5, 2, 2])),
+     ValueError, "no batch dims"),
+    (lambda: tff.bijectors.AffineCoupling(tff.masks.half(4), lambda x: tf.concat([x, x], -1),
+                                          kept_params=tf.zeros([2, 2])),
+     ValueError, "transform_kept is False"),
     (lambda: tff.flows.nsf([4], autoregressive=True, transform_kept=True), ValueError,
      "couplings only"),
 ])

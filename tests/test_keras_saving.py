@@ -131,6 +131,9 @@ def test_config_is_the_builder_call():
   again = tff.flows.from_config(config)
   assert [v.shape for v in again.variables] == [v.shape for v in flow.variables]
   assert again.dtype == tf.float64
+  # A rebuilt flow has its config too, so a loaded model can be saved again.
+  assert tff.flows.get_config(again) == config
+  assert tff.flows.get_config(tff.flows.from_config(image)) == image
 
 
 def _refused(model, tmp_path, *needles):

@@ -417,8 +417,11 @@ def build_distribution(config):
   builder = getattr(flows, flow_name, None)
   if builder is None:
     raise UsageError(f"flow {flow_name!r} is not available in this tfp_flows build")
+  from tfp_flows.flows import _config
+  # Runs saved before a builder argument existed rebuild the map they were trained with.
+  kwargs = _config.with_added_arguments(flow_name, config["flow_kwargs"])
   try:
-    flow = builder(shape, seed=int(config["seed"]), **config["flow_kwargs"])
+    flow = builder(shape, seed=int(config["seed"]), **kwargs)
   except (ValueError, TypeError, NotImplementedError) as e:
     raise UsageError(f"flow {flow_name!r} cannot take data of shape {shape}: "
                      f"{_one_line(e)}") from e
@@ -588,6 +591,10 @@ def _train(run_dir, data, flow, epochs, batch_size, num_samples, learning_rate, 
   _import_tensorflow()
   import keras
   from tfp_flows import keras as tff_keras
+  from tfp_flows.flows import _config
+  # Record today's values of arguments added to the builder since the first runs, so that a
+  # later default change cannot alter what this run loads into.
+  config["flow_kwargs"] = {**_config.current_added_arguments(flow), **config["flow_kwargs"]}
   strategy = _strategy(distribute)  # before any other TF op (multi-worker needs that)
   keras.utils.set_random_seed(seed)
   with strategy.scope():

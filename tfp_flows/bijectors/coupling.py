@@ -135,10 +135,10 @@ class Coupling(core.DtypeChecked, tfb.Bijector):
       input-independent parameters (``kept_params``, one set per kept entry or kept channel;
       zero-initialised); the conditioner then sees the kept entries on the ``y`` side.
       Vector and channel masks only.
-    kept_params: the kept entries' parameters ``[P, d_A]`` to use (implies
-      ``transform_kept``): a ``tf.Variable``, a tensor (used as given, so gradients reach
-      whatever produced it) or a ``DeferredTensor``; default: a new zero variable, which
-      copies of the bijector share.
+    kept_params: with ``transform_kept``, the kept entries' parameters ``[P, d_A]``: a
+      ``tf.Variable``, a tensor (used as given, so gradients reach whatever produced it) or
+      a ``DeferredTensor``; default: a new zero variable, which copies of the bijector
+      share.
   """
 
   def __init__(self, mask, conditioner, transformer="affine", conditional_shape=None,
@@ -190,25 +190,26 @@ class Coupling(core.DtypeChecked, tfb.Bijector):
       self._build_conditioner()
 
   def _make_kept_params(self, transform_kept, kept_params, transformer, dtype, name):
-    """The kept entries' parameters: None, the given variable, or a new zero variable."""
+    """The kept entries' parameters: None, the given tensor or variable, or a new zero
+    variable (``core.as_parameter``: another dtype is a ``TypeError``)."""
     if not isinstance(transform_kept, (bool, np.bool_)):
       raise TypeError(f"{name}: transform_kept must be a bool, got {transform_kept!r}.")
-    if not transform_kept and kept_params is None:
+    if not transform_kept:
+      if kept_params is not None:
+        raise ValueError(f"{name}: kept_params is given but transform_kept is False; pass "
+                         "transform_kept=True to use it, or kept_params=None.")
       return None
     if self._spatial:
       raise ValueError(f"{name}: transform_kept needs a vector mask or a channel mask (the "
                        "same channel pattern at every pixel); this mask varies over the "
                        "pixels.")
     shape = [transformer.num_params, self._in_size]
-    if kept_params is None:
-      return tf.Variable(tf.zeros(shape, dtype), name="kept_params")
-    if not (tf.is_tensor(kept_params) or isinstance(kept_params, tf.Variable)):
-      kept_params = tf.convert_to_tensor(kept_params, dtype)  # arrays, lists
-    if kept_params.dtype != dtype or kept_params.shape.as_list() != shape:
+    kept = core.as_parameter(kept_params, dtype=dtype, event_shape=shape,
+                             default=lambda: tf.zeros(shape), name=name, what="kept_params")
+    if kept.shape.rank != 2:
       raise ValueError(f"{name}: kept_params must have shape {shape} (parameters x kept "
-                       f"entries) and dtype {dtype.name}, got {kept_params.shape.as_list()} "
-                       f"{kept_params.dtype.name}.")
-    return kept_params
+                       f"entries, no batch dims), got {kept.shape}.")
+    return kept
 
   @classmethod
   def _parameter_properties(cls, dtype):

@@ -102,7 +102,6 @@ def builder(fn):
   """
   name = fn.__name__
   signature = inspect.signature(fn)
-  _BUILDERS[name] = fn
 
   @functools.wraps(fn)
   def wrapper(*args, **kwargs):
@@ -123,6 +122,8 @@ def builder(fn):
     remember(flow, config)
     return flow
 
+  # from_config calls the wrapper, so a rebuilt flow has a config too (and can be saved again).
+  _BUILDERS[name] = wrapper
   return wrapper
 
 
@@ -149,6 +150,22 @@ def get_config(obj):
                    "flow, or a builder's flow inside other bijectors or a copy).")
 
 
+def with_added_arguments(name, kwargs):
+  """``kwargs`` of a saved ``name(...)`` call, with the arguments added to the builder since
+  filled in with the values that rebuild what was saved (``ADDED_ARGUMENTS``)."""
+  kwargs = dict(kwargs)
+  for key, value in ADDED_ARGUMENTS.get(name, {}).items():
+    kwargs.setdefault(key, value)
+  return kwargs
+
+
+def current_added_arguments(name):
+  """Today's defaults of the arguments ``ADDED_ARGUMENTS`` lists for builder ``name``: what a
+  new saved call must record explicitly so that it rebuilds today's map."""
+  parameters = inspect.signature(_BUILDERS[name]).parameters
+  return {key: parameters[key].default for key in ADDED_ARGUMENTS.get(name, {})}
+
+
 def from_config(config):
   """Rebuilds the flow or distribution that ``get_config`` described (fresh variables)."""
   if not isinstance(config, dict) or "builder" not in config:
@@ -156,9 +173,7 @@ def from_config(config):
   name = config["builder"]
   if name not in _BUILDERS:
     raise ValueError(f"unknown tff.flows builder {name!r} (known: {', '.join(sorted(_BUILDERS))})")
-  kwargs = _from_json(config["kwargs"])
-  for key, value in ADDED_ARGUMENTS.get(name, {}).items():
-    kwargs.setdefault(key, value)
+  kwargs = with_added_arguments(name, _from_json(config["kwargs"]))
   if name == "distribution":
     kwargs["bijector"] = from_config(config["kwargs"]["bijector"])
   return _BUILDERS[name](**kwargs)
