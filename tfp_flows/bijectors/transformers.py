@@ -35,10 +35,12 @@ The inverse is exact: ``z`` is the root in ``[0, 1]`` of a quadratic, taken in t
 the map above is the transformer's ``inverse``: the density direction (data -> latent, what
 ``log_prob`` and training evaluate) is the rational-quadratic spline and ``forward``
 (sampling) is its quadratic-root inverse, as in Durkan et al.'s and zuko's flows;
-``direction="forward"`` swaps them (``tfb.RationalQuadraticSpline``'s orientation). Bins are found by comparing with
-the ``K - 1`` interior knots and selected with one-hot sums (no gathers); the gradient is
-written out (``tf.custom_gradient``) so that only two passes touch the ``[..., K, n]``
-tensors. First-order gradients only (no gradients of gradients through the spline).
+``direction="forward"`` swaps them (``tfb.RationalQuadraticSpline``'s orientation).
+
+Bins are found by comparing with the ``K - 1`` interior knots and selected with one-hot sums
+(no gathers); the gradient is written out (``tf.custom_gradient``) so that only two passes
+touch the ``[..., K, n]`` tensors. First-order gradients only (no gradients of gradients
+through the spline).
 
 #### Examples
 
