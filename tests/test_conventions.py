@@ -14,7 +14,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 import tfp_flows as tff
-from test_contract import REGISTRY
+from test_contract import REGISTRY, SLOW_CASES
 
 tfb = tfp.bijectors
 tfd = tfp.distributions
@@ -27,6 +27,8 @@ def _params(case):
   marks = []
   if case.name in KNOWN_FAILURES:
     marks.append(pytest.mark.xfail(strict=True, reason=KNOWN_FAILURES[case.name]))
+  if case.name in SLOW_CASES:  # the registry's slowest cases run under -m slow here too
+    marks.append(pytest.mark.slow)
   return pytest.param(case, id=case.name, marks=marks)
 
 
