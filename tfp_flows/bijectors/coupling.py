@@ -339,8 +339,8 @@ class Coupling(core.DtypeChecked, tfb.Bijector):
 
   def _kept_params_like(self, x_keep):
     """``kept_params`` broadcast to ``[..., P, d_A]`` for the kept part ``x_keep``."""
-    return tf.broadcast_to(tf.convert_to_tensor(self._kept_params), tf.concat(
-        [tf.shape(x_keep)[:-1], tf.shape(self._kept_params)], 0))
+    kept = tf.convert_to_tensor(self._kept_params)
+    return tf.broadcast_to(kept, tf.concat([tf.shape(x_keep)[:-1], tf.shape(kept)], 0))
 
   def _augmented_forward(self, x, conditional_input=None):
     x = self._check(x, "x")
