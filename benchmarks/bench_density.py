@@ -356,6 +356,10 @@ def merge(paths, out_name):
       envs.append(payload["environment"])
     rows += results.get("quality", [])
     step = results.get("step_time", step)
+  # A run repeated in a later file (same density, family, library, seed, steps) replaces the
+  # earlier one.
+  rows = list({(r["density"], r["family"], r["library"], r["seed"], r.get("steps")): r
+               for r in rows}.values())
   order = {n: i for i, n in enumerate(DENSITIES)}
   fam = {n: i for i, n in enumerate(FAMILIES)}
   rows.sort(key=lambda r: (order[r["density"]], fam[r["family"]], r["library"], r["seed"]))
