@@ -82,6 +82,46 @@ class ZukoAffine(transformers.Transformer):
     return y * tf.exp(a) + b, a
 
 
+class InverseAffine(transformers.Transformer):
+  """Our affine map (``s = 3 tanh(s_raw / 3)``) turned around: latent ``z = x exp(s) + t`` for
+  data ``x`` (the density direction is the plain affine map, as in zuko); forward
+  ``x = (z - t) exp(-s)``."""
+
+  num_params = 2
+  name = "inverse_affine"
+
+  def _ts(self, params):
+    return params[..., 0, :], 3. * tf.math.tanh(params[..., 1, :] / 3.)
+
+  def forward(self, x, params):
+    t, s = self._ts(params)
+    return (x - t) * tf.exp(-s), -s
+
+  def inverse(self, y, params):
+    t, s = self._ts(params)
+    return y * tf.exp(s) + t, s
+
+
+class ZukoClampAffine(transformers.Transformer):
+  """zuko's soft clamp ``s = s_raw / (1 + |s_raw| / log(1e3))`` in our orientation: forward
+  (base -> data) ``y = x exp(s) + t``."""
+
+  num_params = 2
+  name = "zuko_clamp_affine"
+
+  def _ts(self, params):
+    raw = params[..., 1, :]
+    return params[..., 0, :], raw / (1. + tf.abs(raw) / np.log(1e3))
+
+  def forward(self, x, params):
+    t, s = self._ts(params)
+    return x * tf.exp(s) + t, s
+
+  def inverse(self, y, params):
+    t, s = self._ts(params)
+    return (y - t) * tf.exp(-s), -s
+
+
 class ZukoSpline(transformers.RationalQuadraticSpline):
   """zuko's spline parameterisation in our transformer: raw widths and heights
   ``r / (1 + |2 r / log(1e-3)|)`` before the softmax (no additive minimum), derivatives
@@ -125,6 +165,8 @@ VARIANTS = {
     "realnvp/init=uniform + bound=none": ("realnvp", dict(net_init="uniform",
                                                           permutation="reverse",
                                                           log_scale_bound=None)),
+    "realnvp/affine data -> latent": ("realnvp", dict(transformer=InverseAffine())),
+    "realnvp/zuko's clamp, base -> data": ("realnvp", dict(transformer=ZukoClampAffine())),
     "maf/base (glorot)": ("maf", dict(net_init="glorot")),
     "maf/init=uniform (new default)": ("maf", dict(net_init="uniform")),
     "maf/init=random": ("maf", dict(net_init="random")),
@@ -137,7 +179,9 @@ VARIANTS = {
         "nsf", dict(transformer=ZukoSpline("inverse"))),
     "nsf/transform_kept": ("nsf", dict(transform_kept=True)),
 }
-SHORT = {"base": "realnvp/base (glorot, old default)", "uniform": "realnvp/init=uniform",
+SHORT = {"inv_affine": "realnvp/affine data -> latent",
+         "zuko_clamp": "realnvp/zuko's clamp, base -> data",
+         "base": "realnvp/base (glorot, old default)", "uniform": "realnvp/init=uniform",
          "random": "realnvp/init=random", "param": "realnvp/param=zuko",
          "nobound": "realnvp/bound=none", "alternate": "realnvp/permutation=alternate",
          "default": "realnvp/new default", "uniform_param": "realnvp/init=uniform + param=zuko",

@@ -333,11 +333,31 @@ def summary_tables(rows):
         else:  # several seeds: ± the standard error over seeds (the larger spread)
           mean, se = _common.mean_and_stderr(values)
           cells.append(f"{mean:.4f} ± {se:.4f} ({len(vals)} seeds)")
+      cells.append(_paired(sub, family))
       table.append(cells)
     metric = sub[0]["metric"]
-    out.append(_common.table(["family", f"tfp_flows {metric}", f"zuko {metric}"], table,
-                             title=name))
+    out.append(_common.table(["family", f"tfp_flows {metric}", f"zuko {metric}",
+                              "ours - zuko, paired by seed"], table, title=name))
   return out
+
+
+# zuko's model that a family of ours is compared with, where the family name differs.
+ZUKO_COUNTERPART = {"nsf_kept": "nsf"}
+
+
+def _paired(rows, family):
+  """Mean ± s.e. of (ours - zuko's) over the seeds both ran: the two see the same batches,
+  so pairing removes the seed's share of the spread. None with fewer than two pairs."""
+  ours = {r["seed"]: r["value"] for r in rows
+          if r["family"] == family and r["library"] == "tfp_flows"}
+  zuko_family = ZUKO_COUNTERPART.get(family, family)
+  theirs = {r["seed"]: r["value"] for r in rows
+            if r["family"] == zuko_family and r["library"] == "zuko"}
+  diffs = [ours[s] - theirs[s] for s in sorted(ours) if s in theirs]
+  if len(diffs) < 2:
+    return None
+  mean, se = _common.mean_and_stderr(diffs)
+  return f"{mean:+.4f} ± {se:.4f} ({len(diffs)} seeds, ours lower in {sum(d < 0 for d in diffs)})"
 
 
 def merge(paths, out_name):
