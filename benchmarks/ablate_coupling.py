@@ -83,43 +83,29 @@ class ZukoAffine(transformers.Transformer):
 
 
 class InverseAffine(transformers.Transformer):
-  """Our affine map (``s = 3 tanh(s_raw / 3)``) turned around: latent ``z = x exp(s) + t`` for
-  data ``x`` (the density direction is the plain affine map, as in zuko); forward
-  ``x = (z - t) exp(-s)``."""
+  """Our affine map turned around: latent ``z = x exp(s) + t`` for data ``x`` (the density
+  direction is the plain affine map, as in zuko); forward ``x = (z - t) exp(-s)``."""
 
   num_params = 2
   name = "inverse_affine"
-
-  def _ts(self, params):
-    return params[..., 0, :], 3. * tf.math.tanh(params[..., 1, :] / 3.)
+  _affine = transformers.Affine()
 
   def forward(self, x, params):
-    t, s = self._ts(params)
-    return (x - t) * tf.exp(-s), -s
+    return self._affine.inverse(x, params)
 
   def inverse(self, y, params):
-    t, s = self._ts(params)
-    return y * tf.exp(s) + t, s
+    return self._affine.forward(y, params)
 
 
-class ZukoClampAffine(transformers.Transformer):
+class ZukoClampAffine(transformers.Affine):
   """zuko's soft clamp ``s = s_raw / (1 + |s_raw| / log(1e3))`` in our orientation: forward
   (base -> data) ``y = x exp(s) + t``."""
 
-  num_params = 2
   name = "zuko_clamp_affine"
 
-  def _ts(self, params):
+  def shift_and_log_scale(self, params):
     raw = params[..., 1, :]
     return params[..., 0, :], raw / (1. + tf.abs(raw) / np.log(1e3))
-
-  def forward(self, x, params):
-    t, s = self._ts(params)
-    return x * tf.exp(s) + t, s
-
-  def inverse(self, y, params):
-    t, s = self._ts(params)
-    return (y - t) * tf.exp(-s), -s
 
 
 class ZukoSpline(transformers.RationalQuadraticSpline):
