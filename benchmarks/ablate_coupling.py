@@ -16,7 +16,9 @@ Differences read in zuko 1.6's source (``zuko/nn.py``, ``zuko/transforms.py``,
 * scale parameterisation: zuko maps data to latent as ``z = x exp(a) + b`` with the soft clamp
   ``a = a_raw / (1 + |a_raw| / 6.9)``; ours is ``y = x exp(s) + t`` (base -> data) with
   ``s = 3 tanh(s_raw / 3)``, i.e. ``z = (x - t) exp(-s)``. Variants ``param=zuko`` (zuko's map
-  and clamp in our coupling) and ``bound=none`` (unbounded ``s``);
+  and clamp in our coupling), ``bound=none`` (unbounded ``s``), and the two halves of
+  ``param=zuko`` apart: ``inv_affine`` (our clamp, the map applied data -> latent) and
+  ``zuko_clamp`` (zuko's clamp, our orientation);
 * permutations: zuko alternates masks / orders; ours reversed with a ``Permute`` between
   couplings (the same family of maps). Variant ``permutation=reverse``;
 * the spline's orientation: zuko (and Durkan et al.'s nflows) apply the rational-quadratic
