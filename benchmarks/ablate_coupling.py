@@ -17,8 +17,12 @@ Differences read in zuko 1.6's source (``zuko/nn.py``, ``zuko/transforms.py``,
   ``a = a_raw / (1 + |a_raw| / 6.9)``; ours is ``y = x exp(s) + t`` (base -> data) with
   ``s = 3 tanh(s_raw / 3)``, i.e. ``z = (x - t) exp(-s)``. Variants ``param=zuko`` (zuko's map
   and clamp in our coupling), ``bound=none`` (unbounded ``s``), and the two halves of
-  ``param=zuko`` apart: ``inv_affine`` (our clamp, the map applied data -> latent) and
-  ``zuko_clamp`` (zuko's clamp, our orientation);
+  ``param=zuko`` apart: ``inv_affine`` (our clamp, the map applied data -> latent; RealNVP's
+  default now) and ``zuko_clamp`` (zuko's clamp, our orientation); ``inv_tanh_wide`` (data ->
+  latent, tanh clamp at zuko's bound 6.9), ``inv_softsign`` (zuko's map with our init and
+  masks), ``maf_inv_tanh`` / ``maf_inv_softsign`` (the same for MAF);
+* NICE: ``nice`` against ``nice_random`` (zuko's random output layer); ``--peers nice`` runs
+  zuko's additive couplings with its affine scale layer;
 * permutations: zuko alternates masks / orders; ours reversed with a ``Permute`` between
   couplings (the same family of maps). Variant ``permutation=reverse``;
 * the spline's orientation: zuko (and Durkan et al.'s nflows) apply the rational-quadratic
@@ -58,56 +62,16 @@ import tensorflow_probability as tfp  # noqa: E402
 
 import tfp_flows as tff  # noqa: E402
 from tfp_flows.bijectors import transformers  # noqa: E402
+from tfp_flows.flows.autoregressive import made_stack  # noqa: E402
 from tfp_flows.flows.coupling import coupling_stack  # noqa: E402
 
 tfb = tfp.bijectors
 
 
-class ZukoAffine(transformers.Transformer):
-  """zuko's monotonic affine map in our convention: latent ``z = x exp(a) + b`` for data ``x``,
-  ``a = a_raw / (1 + |a_raw| / log(1e3))``; parameters ``(b, a_raw)``. Forward (base -> data):
-  ``x = (z - b) exp(-a)``."""
-
-  num_params = 2
-  name = "zuko_affine"
-
-  def _ab(self, params):
-    b, raw = params[..., 0, :], params[..., 1, :]
-    return b, raw / (1. + tf.abs(raw) / np.log(1e3))
-
-  def forward(self, x, params):
-    b, a = self._ab(params)
-    return (x - b) * tf.exp(-a), -a
-
-  def inverse(self, y, params):
-    b, a = self._ab(params)
-    return y * tf.exp(a) + b, a
-
-
-class InverseAffine(transformers.Transformer):
-  """Our affine map turned around: latent ``z = x exp(s) + t`` for data ``x`` (the density
-  direction is the plain affine map, as in zuko); forward ``x = (z - t) exp(-s)``."""
-
-  num_params = 2
-  name = "inverse_affine"
-  _affine = transformers.Affine()
-
-  def forward(self, x, params):
-    return self._affine.inverse(x, params)
-
-  def inverse(self, y, params):
-    return self._affine.forward(y, params)
-
-
-class ZukoClampAffine(transformers.Affine):
-  """zuko's soft clamp ``s = s_raw / (1 + |s_raw| / log(1e3))`` in our orientation: forward
-  (base -> data) ``y = x exp(s) + t``."""
-
-  name = "zuko_clamp_affine"
-
-  def shift_and_log_scale(self, params):
-    raw = params[..., 1, :]
-    return params[..., 0, :], raw / (1. + tf.abs(raw) / np.log(1e3))
+# zuko's bound of the log-scale, log(1e3) = 6.9 (its soft clamp, ``zuko.transforms``).
+ZUKO_BOUND = float(np.log(1e3))
+# zuko's monotonic affine map: latent z = x exp(a) + b for data x, a = a_raw / (1 + |a_raw| / 6.9).
+ZUKO_AFFINE = transformers.Affine(ZUKO_BOUND, clamp="softsign", direction="inverse")
 
 
 class ZukoSpline(transformers.RationalQuadraticSpline):
@@ -134,27 +98,42 @@ class ZukoSpline(transformers.RationalQuadraticSpline):
     return super().inverse(y, self._zuko(params))
 
 
-# variant -> (family, builder kwargs); "param" swaps the transformer.
+# variant -> (family, builder kwargs); "param" swaps the transformer. The RealNVP variants
+# measured before RealNVP's default became the data -> latent map keep the map they measured
+# (``_FWD``); "realnvp/new default" names the default of that time.
+_FWD = dict(affine_direction="forward")
 VARIANTS = {
     "realnvp/base (glorot, old default)": ("realnvp", dict(net_init="glorot",
-                                                           permutation="reverse")),
-    "realnvp/init=uniform": ("realnvp", dict(net_init="uniform", permutation="reverse")),
-    "realnvp/init=random": ("realnvp", dict(net_init="random", permutation="reverse")),
+                                                           permutation="reverse", **_FWD)),
+    "realnvp/init=uniform": ("realnvp", dict(net_init="uniform", permutation="reverse", **_FWD)),
+    "realnvp/init=random": ("realnvp", dict(net_init="random", permutation="reverse", **_FWD)),
     "realnvp/param=zuko": ("realnvp", dict(net_init="glorot", permutation="reverse",
-                                           transformer=ZukoAffine())),
-    "realnvp/bound=none": ("realnvp", dict(net_init="glorot", permutation="reverse",
+                                           transformer=ZUKO_AFFINE)),
+    "realnvp/bound=none": ("realnvp", dict(net_init="glorot", permutation="reverse", **_FWD,
                                            log_scale_bound=None)),
     "realnvp/permutation=alternate": ("realnvp", dict(net_init="glorot",
-                                                      permutation="alternate")),
-    "realnvp/new default": ("realnvp", dict()),
+                                                      permutation="alternate", **_FWD)),
+    "realnvp/new default": ("realnvp", dict(**_FWD)),  # base -> data: the default until then
     "realnvp/init=uniform + param=zuko": ("realnvp", dict(net_init="uniform",
                                                           permutation="reverse",
-                                                          transformer=ZukoAffine())),
+                                                          transformer=ZUKO_AFFINE)),
     "realnvp/init=uniform + bound=none": ("realnvp", dict(net_init="uniform",
-                                                          permutation="reverse",
+                                                          permutation="reverse", **_FWD,
                                                           log_scale_bound=None)),
-    "realnvp/affine data -> latent": ("realnvp", dict(transformer=InverseAffine())),
-    "realnvp/zuko's clamp, base -> data": ("realnvp", dict(transformer=ZukoClampAffine())),
+    "realnvp/affine data -> latent": ("realnvp", dict(
+        transformer=transformers.Affine(direction="inverse"))),
+    "realnvp/zuko's clamp, base -> data": ("realnvp", dict(
+        transformer=transformers.Affine(ZUKO_BOUND, clamp="softsign"))),
+    "realnvp/data -> latent, tanh bound 6.9": ("realnvp", dict(
+        transformer=transformers.Affine(ZUKO_BOUND, direction="inverse"))),
+    "realnvp/data -> latent, softsign bound 3": ("realnvp", dict(
+        transformer=transformers.Affine(3., clamp="softsign", direction="inverse"))),
+    "realnvp/data -> latent, softsign bound 6.9 (zuko's map)": ("realnvp", dict(
+        transformer=transformers.Affine(ZUKO_BOUND, clamp="softsign", direction="inverse"))),
+    "maf/data -> latent, tanh bound 3": ("maf", dict(
+        transformer=transformers.Affine(direction="inverse"))),
+    "maf/data -> latent, softsign bound 6.9 (zuko's map)": ("maf", dict(
+        transformer=transformers.Affine(ZUKO_BOUND, clamp="softsign", direction="inverse"))),
     "maf/base (glorot)": ("maf", dict(net_init="glorot")),
     "maf/init=uniform (new default)": ("maf", dict(net_init="uniform")),
     "maf/init=random": ("maf", dict(net_init="random")),
@@ -166,9 +145,16 @@ VARIANTS = {
     "nsf/zuko's spline parameterisation, data -> latent": (
         "nsf", dict(transformer=ZukoSpline("inverse"))),
     "nsf/transform_kept": ("nsf", dict(transform_kept=True)),
+    "nice/default": ("nice", dict()),
+    "nice/init=random": ("nice", dict(net_init="random")),
 }
 SHORT = {"inv_affine": "realnvp/affine data -> latent",
          "zuko_clamp": "realnvp/zuko's clamp, base -> data",
+         "inv_tanh_wide": "realnvp/data -> latent, tanh bound 6.9",
+         "inv_softsign_narrow": "realnvp/data -> latent, softsign bound 3",
+         "inv_softsign": "realnvp/data -> latent, softsign bound 6.9 (zuko's map)",
+         "maf_inv_tanh": "maf/data -> latent, tanh bound 3",
+         "maf_inv_softsign": "maf/data -> latent, softsign bound 6.9 (zuko's map)",
          "base": "realnvp/base (glorot, old default)", "uniform": "realnvp/init=uniform",
          "random": "realnvp/init=random", "param": "realnvp/param=zuko",
          "nobound": "realnvp/bound=none", "alternate": "realnvp/permutation=alternate",
@@ -179,7 +165,8 @@ SHORT = {"inv_affine": "realnvp/affine data -> latent",
          "nsf_default": "nsf/spline data -> latent (new default)",
          "nsf_zukoparam": "nsf/zuko's spline parameterisation, base -> data",
          "nsf_zukoparam_inverse": "nsf/zuko's spline parameterisation, data -> latent",
-         "nsf_kept": "nsf/transform_kept"}
+         "nsf_kept": "nsf/transform_kept", "nice": "nice/default",
+         "nice_random": "nice/init=random"}
 
 
 def build(variant, d, hidden, seed):
@@ -187,7 +174,12 @@ def build(variant, d, hidden, seed):
   kwargs = dict(kwargs)
   transformer = kwargs.pop("transformer", None)
   layers = bench_density.LAYERS[family]
-  if family == "maf":
+  if family == "nice":
+    flow = tff.flows.nice([d], num_layers=layers, hidden_units=hidden, seed=seed, **kwargs)
+  elif family == "maf" and transformer is not None:
+    flow = tfb.Chain(made_stack([d], layers, hidden, "relu", transformer, None, "uniform", False,
+                                tf.float32, seed, "maf", "maf", invert=False))
+  elif family == "maf":
     flow = tff.flows.maf([d], num_layers=layers, hidden_units=hidden, seed=seed, **kwargs)
   elif family == "nsf" and transformer is None:
     flow = tff.flows.nsf([d], num_layers=layers, hidden_units=hidden, seed=seed, **kwargs)

@@ -72,15 +72,21 @@ BINS = tff.datasets.DIGITS_NUM_BINS
 
 # ----------------------------------------------------------------------------------- ours
 
-def make_ours(family, d, hidden, seed, mask="alternating"):
-  """``mask``: the coupling families' masks (``'half'`` or ``'alternating'``)."""
+def make_ours(family, d, hidden, seed, mask="alternating", affine=None):
+  """``mask``: the coupling families' masks (``'half'`` or ``'alternating'``); ``affine``:
+  ``(log_scale_clamp, affine_direction[, log_scale_bound])`` of RealNVP and MAF, or None for
+  the defaults."""
   layers = LAYERS[family]
+  affine_kwargs = {} if affine is None else dict(zip(
+      ("log_scale_clamp", "affine_direction", "log_scale_bound"), affine))
   if family == "nice":
     flow = tff.flows.nice([d], num_layers=layers, hidden_units=hidden, seed=seed, mask=mask)
   elif family == "realnvp":
-    flow = tff.flows.realnvp([d], num_layers=layers, hidden_units=hidden, seed=seed, mask=mask)
+    flow = tff.flows.realnvp([d], num_layers=layers, hidden_units=hidden, seed=seed, mask=mask,
+                             **affine_kwargs)
   elif family == "maf":
-    flow = tff.flows.maf([d], num_layers=layers, hidden_units=hidden, seed=seed)
+    flow = tff.flows.maf([d], num_layers=layers, hidden_units=hidden, seed=seed,
+                         **affine_kwargs)
   elif family == "nsf":
     flow = tff.flows.nsf([d], num_layers=layers, hidden_units=hidden, seed=seed, mask=mask)
   elif family == "nsf_kept":
@@ -98,9 +104,9 @@ def make_ours(family, d, hidden, seed, mask="alternating"):
   return tff.flows.distribution(flow, [d])
 
 
-def train_ours(family, d, hidden, seed, batches, lr, mask="alternating"):
+def train_ours(family, d, hidden, seed, batches, lr, mask="alternating", affine=None):
   """Trains on the batch stream; returns (log_prob over numpy, train seconds, final loss)."""
-  return train_distribution(make_ours(family, d, hidden, seed, mask), batches, lr)
+  return train_distribution(make_ours(family, d, hidden, seed, mask, affine), batches, lr)
 
 
 def train_distribution(dist, batches, lr):
@@ -274,7 +280,7 @@ def quality(args, env):
         for lib, train in (("tfp_flows", train_ours), ("zuko", train_zuko)):
           if lib not in args.libs or (name, family, lib, seed) in done:
             continue
-          kwargs = {"mask": args.mask} if lib == "tfp_flows" else {}
+          kwargs = {"mask": args.mask, "affine": args.affine} if lib == "tfp_flows" else {}
           if lib == "zuko" and args.state_dir:
             os.makedirs(args.state_dir, exist_ok=True)
             kwargs["state_path"] = os.path.join(args.state_dir, f"{name}_{family}_{seed}.pt")
@@ -289,6 +295,8 @@ def quality(args, env):
                  "steps": args.steps}
           if lib == "tfp_flows" and family in ("nice", "realnvp", "nsf", "nsf_kept"):
             row["mask"] = args.mask
+          if lib == "tfp_flows" and family in ("realnvp", "maf") and args.affine:
+            row["affine"] = list(args.affine)
           rows.append(row)
           print(f"  {name:12s} {family:16s} {lib:9s} seed {seed}: {row['metric']} "
                 f"{mean:.4f} +- {se:.4f}  ({seconds:.0f} s)", flush=True)
@@ -408,6 +416,9 @@ def main():
   parser.add_argument("--skip-timing", action="store_true")
   parser.add_argument("--mask", choices=("half", "alternating"), default="alternating",
                       help="masks of our coupling families (nice, realnvp, nsf)")
+  parser.add_argument("--affine", default=None, metavar="CLAMP,DIRECTION[,BOUND]",
+                      help="our RealNVP's and MAF's log_scale_clamp, affine_direction and "
+                           "log_scale_bound, e.g. tanh,forward,3 (default: the builders')")
   parser.add_argument("--tag", default="")
   parser.add_argument("--state-dir", default=None,
                       help="save/resume zuko training state here (runs longer than one "
@@ -428,6 +439,8 @@ def main():
   args.seeds = [int(s) for s in args.seeds.split(",")]
   args.hidden = [int(h) for h in args.hidden.split(",")]
   args.digits_hidden = [int(h) for h in args.digits_hidden.split(",")]
+  args.affine = (tuple(v if i < 2 else float(v) for i, v in enumerate(args.affine.split(",")))
+                 if args.affine else None)
   args.timing_calls, args.timing_rounds = 50, 15
   if args.quick:
     args.steps, args.test = 30, 2000

@@ -122,6 +122,14 @@ def test_runs_record_added_builder_arguments_and_old_runs_rebuild_their_map(toy_
   couplings = [b for b in cli.build_distribution(new).bijector.bijectors
                if isinstance(b, tff.bijectors.SplineCoupling)]
   assert all(b.transformer.direction == "inverse" for b in couplings)
+  # RealNVP's affine map: old vector runs rebuild base -> data, old image runs still load.
+  old_realnvp = dict(old, flow="realnvp")
+  couplings = [b for b in cli.build_distribution(old_realnvp).bijector.bijectors
+               if isinstance(b, tff.bijectors.AffineCoupling)]
+  assert couplings and all(b.transformer.direction == "forward" for b in couplings)
+  old_image = dict(old, flow="realnvp", event_shape=[4, 4, 1],
+                   flow_kwargs={"num_layers": 1, "hidden_units": 4})
+  assert cli.build_distribution(old_image).event_shape == [4, 4, 1]
 
 
 def test_train_csv_with_header_and_logprob_csv(tmp_path, capsys):

@@ -470,3 +470,76 @@ def test_maf_rejects_bad_arguments_and_inputs():
     maf.inverse(np.zeros([2, 3]))
   with pytest.raises(ValueError, match=r"expected event shape \[3\]"):
     maf.inverse(tf.zeros([2, 4]))
+
+
+# --- the affine map's clamp and direction --------------------------------------------------
+
+def test_affine_clamps_and_directions_are_the_maps_written_out():
+  Affine = tff.bijectors.transformers.Affine
+  rng = np.random.default_rng(3)
+  x = tf.constant(rng.standard_normal((6, 4)))
+  t, raw = rng.standard_normal((6, 4)), 4. * rng.standard_normal((6, 4))
+  params = tf.constant(np.stack([t, raw], axis=-2))
+  for clamp, s in (("tanh", 2. * np.tanh(raw / 2.)), ("softsign", raw / (1. + np.abs(raw) / 2.))):
+    forward, inverse = Affine(2., clamp), Affine(2., clamp, direction="inverse")
+    y, log_det = forward.forward(x, params)
+    np.testing.assert_allclose(y, x * np.exp(s) + t, rtol=1e-12)
+    np.testing.assert_allclose(log_det, s, rtol=1e-12)
+    # direction="inverse": the density direction is x exp(s) + t, sampling its inverse.
+    z, log_det = inverse.inverse(x, params)
+    np.testing.assert_allclose(z, x * np.exp(s) + t, rtol=1e-12)
+    np.testing.assert_allclose(log_det, s, rtol=1e-12)
+    x_back, log_det_back = inverse.forward(z, params)
+    np.testing.assert_allclose(x_back, x, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(log_det_back, -s, rtol=1e-12)
+    assert np.all(np.abs(s) < 2.)
+  # Huge raw log-scales stay inside the bound with either clamp (no overflow, no NaN).
+  huge = tf.constant([[[0.], [1e30]]])
+  for clamp in ("tanh", "softsign"):
+    _, log_det = Affine(3., clamp, "inverse").inverse(tf.ones([1, 1]), huge)
+    np.testing.assert_allclose(log_det, [[3.]], rtol=1e-6)
+  assert Affine(clamp="softsign") != Affine() != Affine(direction="inverse")
+  for bad, match in ((dict(clamp="sigmoid"), "clamp must be"),
+                     (dict(direction="backward"), "direction must be")):
+    with pytest.raises(ValueError, match=match):
+      Affine(**bad)
+
+
+@pytest.mark.parametrize("build", [
+    lambda **kw: tff.flows.realnvp([3], num_layers=2, hidden_units=[8], **kw),
+    lambda **kw: tff.flows.maf([3], num_layers=2, hidden_units=[8], **kw),
+    lambda **kw: tff.flows.iaf([3], num_layers=2, hidden_units=[8], **kw)],
+    ids=["realnvp", "maf", "iaf"])
+def test_affine_flows_take_the_clamp_and_direction_and_old_configs_keep_theirs(build):
+  def maps(flow):
+    layers = [getattr(b, "bijector", b) for b in flow.bijectors]  # iaf: tfb.Invert layers
+    return {(b.transformer.clamp, b.transformer.direction) for b in layers
+            if hasattr(b, "transformer")}
+  assert maps(build()) == {("tanh", "inverse")}  # the default: affine data -> latent
+  assert maps(build(affine_direction="forward")) == {("tanh", "forward")}
+  flow = build(log_scale_clamp="softsign", affine_direction="inverse")
+  assert maps(flow) == {("softsign", "inverse")}
+  # A config round-trips; one saved before the arguments existed rebuilds the map it was
+  # trained with (base -> data, tanh), not today's default.
+  config = tff.flows.get_config(flow)
+  assert maps(tff.flows.from_config(config)) == {("softsign", "inverse")}
+  del config["kwargs"]["log_scale_clamp"], config["kwargs"]["affine_direction"]
+  assert maps(tff.flows.from_config(config)) == {("tanh", "forward")}
+  for bad, match in ((dict(affine_direction="backward"), "affine_direction must be"),
+                     (dict(log_scale_clamp="sigmoid"), "log_scale_clamp must be"),
+                     (dict(log_scale_clamp="softsign", log_scale_bound=None),
+                      "needs a log_scale_bound")):
+    with pytest.raises(ValueError, match=match):
+      build(**bad)
+
+
+def test_image_realnvp_keeps_its_own_scale_map():
+  """Image flows choose their scale map with ``scale=``; either direction is accepted (configs
+  saved before the argument existed record "forward") and changes nothing; softsign is not."""
+  kw = dict(num_layers=1, hidden_units=4, num_blocks=0, num_scales=1, actnorm=False, seed=3)
+  x = tf.random.stateless_normal([2, 4, 4, 1], [0, 1])
+  a = tff.flows.realnvp([4, 4, 1], affine_direction="forward", **kw)
+  b = tff.flows.realnvp([4, 4, 1], **kw)
+  np.testing.assert_array_equal(a.inverse(x), b.inverse(tf.identity(x)))
+  with pytest.raises(ValueError, match="log_scale_clamp applies to vector flows only"):
+    tff.flows.realnvp([4, 4, 1], log_scale_clamp="softsign", **kw)

@@ -23,7 +23,11 @@ TEST_COMMAND = ('python3 -m venv .venv && . .venv/bin/activate && pip install -e
                 "&& python -m pytest")
 # Pages whose blocks take longer than the default suite allows (name -> reason); they run
 # with -m slow.
-SLOW_PAGES = {}
+SLOW_PAGES = {
+    "docs/models.md": "trains a VAE prior, a VI posterior and a distilled IAF (~30 s)",
+    "docs/keras.md": "fits, saves, reloads and distributes FlowModels (~25 s)",
+    "docs/planar.md": "trains planar VI and an amortised VAE step (~25 s)",
+}
 TIMEOUT_S = 600
 # Pages run this many at a time (each in its own process).
 WORKERS = int(os.environ.get("TFP_FLOWS_DOCS_WORKERS", min(2, os.cpu_count() or 1)))

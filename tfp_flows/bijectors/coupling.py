@@ -50,9 +50,12 @@ per transformed entry (1 additive, 2 affine, ``3K - 1`` spline):
   kept positions are ignored.
 
 Bounded log-scale (affine): ``s = b tanh(s_raw / b)`` with ``b = log_scale_bound`` (3 by
-default). It equals ``s_raw`` near zero (so a zero-initialised network is the identity) and
-keeps every layer's scale within ``[e^-b, e^b]`` so training cannot overflow; pass ``None``
-for the unbounded RealNVP map.
+default; ``log_scale_clamp="softsign"``: ``s = s_raw / (1 + |s_raw| / b)``, zuko's). It equals
+``s_raw`` near zero (so a zero-initialised network is the identity) and keeps every layer's
+scale within ``[e^-b, e^b]`` so training cannot overflow; pass ``None`` for the unbounded
+RealNVP map. ``AffineCoupling(..., affine_direction="inverse")`` applies the affine map in the
+density direction instead, ``x_B = y_B exp(s(y_A)) + t(y_A)`` (zuko's orientation; the default
+of ``tff.flows.realnvp``, see its docstring).
 
 What the inverse costs: the same as the forward (one conditioner call; the spline's inverse
 is a closed-form quadratic root).
@@ -431,14 +434,20 @@ class AffineCoupling(Coupling):
     name: name of the bijector (used as the key of its ``bijector_kwargs`` in a Chain).
     transform_kept, kept_params: also move the kept entries by a learned affine map (see
       ``Coupling``).
+    log_scale_clamp, affine_direction: ``transformers.Affine``'s ``clamp`` (``"tanh"`` or
+      ``"softsign"``) and ``direction``. The defaults give the map above (TFP's RealNVP
+      orientation); ``affine_direction="inverse"`` makes the density direction the affine
+      map, ``x_B = y_B exp(s(y_A)) + t(y_A)`` (zuko's).
   """
 
   def __init__(self, mask, conditioner, log_scale_bound=3., conditional_shape=None,
                validate_args=False, dtype=tf.float32, name="affine_coupling",
-               transform_kept=False, kept_params=None):
+               transform_kept=False, kept_params=None, log_scale_clamp="tanh",
+               affine_direction="forward"):
     parameters = dict(locals())
-    self._build(mask, conditioner, transformers_lib.Affine(log_scale_bound), conditional_shape,
-                validate_args, dtype, name, parameters, transform_kept, kept_params)
+    transformer = transformers_lib.Affine(log_scale_bound, log_scale_clamp, affine_direction)
+    self._build(mask, conditioner, transformer, conditional_shape, validate_args, dtype, name,
+                parameters, transform_kept, kept_params)
 
 
 class SplineCoupling(Coupling):

@@ -7,6 +7,7 @@ conditions whom live in ``coupling.py`` / ``autoregressive.py``; this module hol
 
     Shift (NICE):               y = x + t                                   log f' = 0
     Affine (RealNVP, MAF):      y = x exp(s) + t,  s = b tanh(s_raw / b)    log f' = s
+                                (or s = s_raw / (1 + |s_raw| / b); either direction)
     RationalQuadraticSpline:    monotone rational-quadratic spline on [-B, B] with K bins,
     (NSF)                       identity outside (linear tails)          log f' in closed form
 
@@ -110,38 +111,66 @@ class Shift(Transformer):
 
 
 class Affine(Transformer):
-  """``y = x exp(s) + t`` with ``s = b tanh(s_raw / b)`` (parameters ``t, s_raw``).
+  """Affine map ``x exp(s) + t`` with a soft-clamped log-scale ``s`` (parameters ``t, s_raw``).
 
-  ``log_scale_bound`` (``b``, default 3) keeps every scale within ``[e^-b, e^b]`` (equal to
-  ``s_raw`` near zero); ``None`` leaves ``s = s_raw`` unbounded (the original RealNVP map).
+  Args:
+    log_scale_bound: ``b``: every scale lies in ``(e^-b, e^b)`` and ``s = s_raw`` near zero;
+      ``None`` leaves ``s = s_raw`` unbounded (the original RealNVP map).
+    clamp: how ``s_raw`` is bounded: ``"tanh"`` (default), ``s = b tanh(s_raw / b)``, or
+      ``"softsign"``, ``s = s_raw / (1 + |s_raw| / b)`` (zuko's clamp, with
+      ``b = log(1e3)``); softsign approaches the bound slowly, so large scales keep a gradient.
+    direction: which direction is ``x exp(s) + t``: ``"forward"`` (default: sampling,
+      base -> data, is the affine map and the density direction its inverse
+      ``(y - t) exp(-s)``, as in TFP's RealNVP and MAF) or ``"inverse"`` (the density
+      direction data -> latent is ``x exp(s) + t``, as in zuko). The two are different
+      families of flows once ``s`` and ``t`` are functions of other entries.
   """
 
   num_params = 2
   name = "affine"
 
-  def __init__(self, log_scale_bound=3.):
+  def __init__(self, log_scale_bound=3., clamp="tanh", direction="forward"):
     if log_scale_bound is not None:
       log_scale_bound = float(log_scale_bound)
       if not log_scale_bound > 0 or not np.isfinite(log_scale_bound):
         raise ValueError(f"log_scale_bound must be positive and finite, or None; got "
                          f"{log_scale_bound}.")
-    self.log_scale_bound = log_scale_bound
+    if clamp not in ("tanh", "softsign"):
+      raise ValueError(f"clamp must be 'tanh' or 'softsign', got {clamp!r}.")
+    if clamp != "tanh" and log_scale_bound is None:
+      raise ValueError(f"clamp={clamp!r} needs a log_scale_bound (None leaves s unbounded, "
+                       "with no clamp).")
+    if direction not in ("forward", "inverse"):
+      raise ValueError(f"direction must be 'forward' or 'inverse', got {direction!r}.")
+    self.log_scale_bound, self.clamp, self.direction = log_scale_bound, clamp, direction
 
   def config(self):
-    return {"log_scale_bound": self.log_scale_bound}
+    return {"log_scale_bound": self.log_scale_bound, "clamp": self.clamp,
+            "direction": self.direction}
 
   def shift_and_log_scale(self, params):
+    """``t`` and the clamped ``s`` of ``x exp(s) + t``."""
     shift, raw = params[..., 0, :], params[..., 1, :]
     b = self.log_scale_bound
-    return shift, (raw if b is None else b * tf.math.tanh(raw / b))
+    if b is None:
+      return shift, raw
+    if self.clamp == "tanh":
+      return shift, b * tf.math.tanh(raw / b)
+    return shift, raw / (1. + tf.abs(raw) * (1. / b))
 
-  def forward(self, x, params):
+  def _map(self, x, params):
     shift, log_scale = self.shift_and_log_scale(params)
     return x * tf.exp(log_scale) + shift, log_scale
 
-  def inverse(self, y, params):
+  def _unmap(self, y, params):
     shift, log_scale = self.shift_and_log_scale(params)
     return (y - shift) * tf.exp(-log_scale), -log_scale
+
+  def forward(self, x, params):
+    return self._map(x, params) if self.direction == "forward" else self._unmap(x, params)
+
+  def inverse(self, y, params):
+    return self._unmap(y, params) if self.direction == "forward" else self._map(y, params)
 
 
 class RationalQuadraticSpline(Transformer):

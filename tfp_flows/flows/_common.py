@@ -6,6 +6,7 @@ import tensorflow_probability as tfp
 
 from tfp_flows import core
 from tfp_flows import masks as masks_lib
+from tfp_flows.bijectors import transformers as transformers_lib
 from tfp_flows.bijectors.coupling import check_event
 from tfp_flows.flows import _config
 
@@ -49,6 +50,29 @@ def coupling_channels(mask):
     c = int(np.shape(mask)[-1])
     return c, c
   return int(pattern.sum()), int((1 - pattern).sum())
+
+
+def affine(family, log_scale_bound, log_scale_clamp, affine_direction, image=False):
+  """The affine transformer of ``family``'s layers, its arguments checked under the builder's
+  names. ``image``: the builder makes an image flow, whose couplings have their own scale maps
+  (``scale=``): any valid direction is accepted there and changes nothing (configs saved
+  before the argument existed record ``"forward"``), and only the tanh clamp exists."""
+  if log_scale_clamp not in ("tanh", "softsign"):
+    raise ValueError(f"{family}: log_scale_clamp must be 'tanh' or 'softsign', got "
+                     f"{log_scale_clamp!r}.")
+  if affine_direction not in ("forward", "inverse"):
+    raise ValueError(f"{family}: affine_direction must be 'forward' or 'inverse', got "
+                     f"{affine_direction!r}.")
+  if image:
+    if log_scale_clamp != "tanh":
+      raise ValueError(f"{family}: log_scale_clamp applies to vector flows only; image flows "
+                       f"choose their scale map with scale=..., got "
+                       f"log_scale_clamp={log_scale_clamp!r}.")
+    return None
+  if log_scale_clamp != "tanh" and log_scale_bound is None:
+    raise ValueError(f"{family}: log_scale_clamp={log_scale_clamp!r} needs a log_scale_bound "
+                     "(None leaves the log-scale unbounded, with no clamp).")
+  return transformers_lib.Affine(log_scale_bound, log_scale_clamp, affine_direction)
 
 
 def vector_size(event_shape, family):

@@ -33,7 +33,9 @@ _CONFIGS = {}  # id(obj) -> (weakref to obj, config dict or the reason there is 
 # file must not load into a different map with weights of the same shapes.
 ADDED_ARGUMENTS = {
     "nice": {"mask": "half"},
-    "realnvp": {"mask": "half"},
+    "realnvp": {"mask": "half", "log_scale_clamp": "tanh", "affine_direction": "forward"},
+    "maf": {"log_scale_clamp": "tanh", "affine_direction": "forward"},
+    "iaf": {"log_scale_clamp": "tanh", "affine_direction": "forward"},
     "nsf": {"mask": "half", "transform_kept": False, "spline_direction": "forward"},
 }
 

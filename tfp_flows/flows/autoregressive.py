@@ -54,7 +54,8 @@ def made_stack(event_shape, num_layers, hidden_units, activation, transformer,
 @_config.builder
 def maf(event_shape, num_layers=4, hidden_units=(256, 256), activation="relu",
         log_scale_bound=3., conditional_shape=None, net_init="uniform", validate_args=False,
-        dtype=tf.float32, seed=0, name="maf"):
+        dtype=tf.float32, seed=0, name="maf", log_scale_clamp="tanh",
+        affine_direction="inverse"):
   """Masked autoregressive flow: affine MAF layers, orders reversed between layers.
 
   Density evaluation is one network pass per layer; sampling is sequential (D passes).
@@ -71,9 +72,19 @@ def maf(event_shape, num_layers=4, hidden_units=(256, 256), activation="relu",
     validate_args: check event shapes and finiteness of inputs in every layer.
     dtype, seed, name: dtype of all variables (float64 is float64 throughout), seed of their
       initial values, name prefix.
+    log_scale_clamp: ``"tanh"`` (default) or ``"softsign"`` (zuko's clamp; see
+      ``transformers.Affine``).
+    affine_direction: ``"inverse"`` (default: the density direction data -> latent is
+      ``z_i = x_i exp(s_i) + t_i``, as in zuko's MAF; an IAF layer then samples by Kingma et
+      al.'s ``x_i = z_i exp(s_i(z_<i)) + t_i(z_<i)``) or ``"forward"`` (sampling is
+      ``x_i = z_i exp(s_i) + t_i``, TFP's MAF; the default before this argument existed, and
+      what configs saved then rebuild). Measured in docs/coupling.md: on 8x8 digits
+      "inverse" was 0.04 bits/dim lower in 5 of 5 seeds; on the 2-D densities the two were
+      within the spread.
   """
   return tfb.Chain(made_stack(event_shape, num_layers, hidden_units, activation,
-                              transformers_lib.Affine(log_scale_bound), conditional_shape,
+                              _common.affine("maf", log_scale_bound, log_scale_clamp,
+                                             affine_direction), conditional_shape,
                               net_init, validate_args, dtype, seed, "maf", name, invert=False),
                    validate_args=validate_args, name=name)
 
@@ -81,13 +92,15 @@ def maf(event_shape, num_layers=4, hidden_units=(256, 256), activation="relu",
 @_config.builder
 def iaf(event_shape, num_layers=4, hidden_units=(256, 256), activation="relu",
         log_scale_bound=3., conditional_shape=None, net_init="uniform", validate_args=False,
-        dtype=tf.float32, seed=0, name="iaf"):
+        dtype=tf.float32, seed=0, name="iaf", log_scale_clamp="tanh",
+        affine_direction="inverse"):
   """Inverse autoregressive flow: ``tfb.Invert(MaskedAutoregressiveFlow)`` layers.
 
   Sampling is one pass per layer; density evaluation of external data is sequential. Arguments
   as for ``maf``.
   """
   return tfb.Chain(made_stack(event_shape, num_layers, hidden_units, activation,
-                              transformers_lib.Affine(log_scale_bound), conditional_shape,
+                              _common.affine("iaf", log_scale_bound, log_scale_clamp,
+                                             affine_direction), conditional_shape,
                               net_init, validate_args, dtype, seed, "iaf", name, invert=True),
                    validate_args=validate_args, name=name)

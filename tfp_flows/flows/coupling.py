@@ -128,7 +128,8 @@ def nice(event_shape, num_layers=4, hidden_units=(256, 256), activation="relu",
 def realnvp(event_shape, num_layers=None, hidden_units=None, activation="relu",
             log_scale_bound=3., permutation="alternate", conditional_shape=None,
             net_init="uniform", validate_args=False, dtype=tf.float32, seed=0, name="realnvp",
-            mask="alternating", **image_kwargs):
+            mask="alternating", log_scale_clamp="tanh", affine_direction="inverse",
+            **image_kwargs):
   """RealNVP: affine couplings with bounded log-scales on alternating masks.
 
   Args:
@@ -149,9 +150,19 @@ def realnvp(event_shape, num_layers=None, hidden_units=None, activation="relu",
     dtype, seed, name: dtype of all variables, seed of their initial values, name prefix.
     mask: vectors: ``'alternating'`` (default) or ``'half'`` coupling masks
       (``coupling_stack``).
+    log_scale_clamp: vectors: ``"tanh"`` (default) or ``"softsign"`` (zuko's clamp; see
+      ``transformers.Affine``).
+    affine_direction: vectors: ``"inverse"`` (default: the density direction data -> latent
+      is ``z_B = x_B exp(s(x_A)) + t(x_A)``, as in zuko) or ``"forward"`` (sampling is
+      ``x_B = z_B exp(s(z_A)) + t(z_A)``, TFP's RealNVP; the default before this argument
+      existed, and what configs saved then rebuild). Image flows accept either and keep
+      their own map. Measured in docs/coupling.md: "inverse" reached a lower mean KL on the
+      four 2-D densities (5 seeds each; clearly only on 2spirals and 6gaussians) and the same
+      bits/dim on 8x8 digits.
   """
   shape = core.as_event_shape(event_shape)
   if len(shape) == 3:
+    _common.affine("realnvp", log_scale_bound, log_scale_clamp, affine_direction, image=True)
     if validate_args:
       if "validate_args" not in inspect.signature(realnvp_image).parameters:
         raise ValueError("realnvp: validate_args=True is not available for image flows yet.")
@@ -163,13 +174,16 @@ def realnvp(event_shape, num_layers=None, hidden_units=None, activation="relu",
                          name=name, **image_kwargs)
   if image_kwargs:
     raise TypeError(f"unexpected arguments for vector RealNVP: {sorted(image_kwargs)}.")
+  transformer = _common.affine("realnvp", log_scale_bound, log_scale_clamp, affine_direction)
+
   def make_coupling(mask, net, cond, layer_name):
     return AffineCoupling(mask, net, log_scale_bound=log_scale_bound, conditional_shape=cond,
-                          validate_args=validate_args, dtype=dtype, name=layer_name)
+                          validate_args=validate_args, dtype=dtype, name=layer_name,
+                          log_scale_clamp=log_scale_clamp, affine_direction=affine_direction)
 
   layers = coupling_stack(
       shape, 8 if num_layers is None else num_layers,
-      (256, 256) if hidden_units is None else hidden_units, activation,
-      transformers_lib.Affine(log_scale_bound), permutation, conditional_shape, net_init,
-      validate_args, dtype, seed, "realnvp", name, make_coupling, mask)
+      (256, 256) if hidden_units is None else hidden_units, activation, transformer,
+      permutation, conditional_shape, net_init, validate_args, dtype, seed, "realnvp", name,
+      make_coupling, mask)
   return tfb.Chain(layers, validate_args=validate_args, name=name)
