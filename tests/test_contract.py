@@ -267,10 +267,13 @@ REGISTRY += [
 # covered in the default run by the layers they are made of (marginal_gaussianization_1d,
 # householder cases) and by nice_stack_4d (alternating masks between two permutations).
 SLOW_CASES = {"gaussianization_stack_2d", "realnvp_alternating_6d"}
-# Cases whose float32 run is left to -m slow (their solvers' graphs take 10-20 s to trace and
-# compile): float64 runs by default, and float32 is covered by the same solvers in other
-# cases (planar_tanh_2d, planar_tanh_boundary_3d) and by tests/test_numerics.py.
-SLOW_FLOAT32 = {"marginal_gaussianization_1d", "planar_stack_3d"}
+# Cases whose float32 run is left to -m slow (float64, the stricter run, is in the default
+# suite): builder stacks whose layers have float32 cases of their own (the coupling, spline,
+# MAF, image and planar layers above), and the marginal Gaussianization, whose solver's graph
+# takes 10-20 s to trace and compile (its float32 solver is checked in tests/test_numerics.py).
+SLOW_FLOAT32 = {"marginal_gaussianization_1d", "planar_stack_3d", "nice_stack_4d", "iaf_3d",
+                "nsf_alternating_5d", "nsf_transform_kept_2d", "realnvp_image_multiscale",
+                "glow_multiscale", "maf_softsign_base_to_data_3d"}
 
 
 def _contract_params():
