@@ -14,7 +14,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 import tfp_flows as tff
-from test_contract import REGISTRY, SLOW_CASES
+from test_contract import REGISTRY, SLOW_CASES, SLOW_FLOAT32
 
 tfb = tfp.bijectors
 tfd = tfp.distributions
@@ -27,7 +27,10 @@ def _params(case):
   marks = []
   if case.name in KNOWN_FAILURES:
     marks.append(pytest.mark.xfail(strict=True, reason=KNOWN_FAILURES[case.name]))
-  if case.name in SLOW_CASES:  # the registry's slowest cases run under -m slow here too
+  # The registry's slowest cases run under -m slow here too, and so do the builder stacks whose
+  # layers are checked one by one (SLOW_FLOAT32 minus the marginal Gaussianization, a layer).
+  stacks = SLOW_FLOAT32 - {"marginal_gaussianization_1d"}
+  if case.name in SLOW_CASES or case.name in stacks:
     marks.append(pytest.mark.slow)
   return pytest.param(case, id=case.name, marks=marks)
 

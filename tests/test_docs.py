@@ -24,14 +24,15 @@ TEST_COMMAND = ('python3 -m venv .venv && . .venv/bin/activate && pip install -e
 # Pages whose blocks take longer than the default suite allows (name -> reason); they run
 # with -m slow.
 # Every page costs a fresh process (~7 CPU-s importing TensorFlow) plus its blocks; the default
-# suite runs the README and the pages of the main families, the rest run with -m slow.
+# suite runs the README and docs/coupling.md, the rest run with -m slow.
 SLOW_PAGES = {
     "docs/models.md": "trains a VAE prior, a VI posterior and a distilled IAF (~30 s)",
     "docs/keras.md": "fits, saves, reloads and distributes FlowModels (~25 s)",
     "docs/planar.md": "trains planar VI and an amortised VAE step (~25 s)",
     "docs/conventions.md": "~13 s", "docs/images.md": "~13 s",
     "docs/gaussianization.md": "~13 s", "docs/numerics.md": "~11 s",
-    "docs/conditioning.md": "~12 s",
+    "docs/conditioning.md": "~12 s", "docs/autoregressive.md": "~12 s",
+    "docs/splines.md": "~12 s",
 }
 TIMEOUT_S = 600
 # Pages run this many at a time (each in its own process).
