@@ -104,23 +104,35 @@ def make_ours(family, d, hidden, seed, mask="alternating", affine=None):
   return tff.flows.distribution(flow, [d])
 
 
-def train_ours(family, d, hidden, seed, batches, lr, mask="alternating", affine=None):
-  """Trains on the batch stream; returns (log_prob over numpy, train seconds, final loss)."""
-  return train_distribution(make_ours(family, d, hidden, seed, mask, affine), batches, lr)
+def train_ours(family, d, hidden, seed, batches, lr, mask="alternating", affine=None,
+               monitor=None):
+  """Trains on the batch stream; returns (log_prob over numpy, train seconds, final loss).
+  ``monitor(step, log_prob)``, if given, is called after every step (its time not counted)."""
+  return train_distribution(make_ours(family, d, hidden, seed, mask, affine), batches, lr,
+                            monitor)
 
 
-def train_distribution(dist, batches, lr):
+def train_distribution(dist, batches, lr, monitor=None):
   """Maximum likelihood with Adam(lr) over the stream ``batches``; as ``train_ours``."""
   import keras
   dist.log_prob(tf.constant(next(iter(batches(0, 1)))))  # data-dependent init, if any
   step = tff.train.make_ml_step(dist, keras.optimizers.Adam(lr))
+
+  def log_prob(x):
+    return tff.train.batched_log_prob(dist, x)
+
   losses = []
+  seconds = 0.
   t0 = time.perf_counter()
-  for xb in batches(0, None):
+  for i, xb in enumerate(batches(0, None)):
     losses.append(step(tf.constant(xb)))
+    if monitor is not None:
+      seconds += time.perf_counter() - t0
+      monitor(i + 1, log_prob)
+      t0 = time.perf_counter()
   final = float(losses[-1])
-  seconds = time.perf_counter() - t0
-  return (lambda x: tff.train.batched_log_prob(dist, x)), seconds, final
+  seconds += time.perf_counter() - t0
+  return log_prob, seconds, final
 
 
 # ----------------------------------------------------------------------------------- zuko
@@ -152,7 +164,7 @@ def make_zuko(family, d, hidden):
   return None
 
 
-def train_zuko(family, d, hidden, seed, batches, lr, state_path=None):
+def train_zuko(family, d, hidden, seed, batches, lr, state_path=None, monitor=None):
   """As ``train_ours`` for zuko's flow. With ``state_path``, the flow and Adam state are saved
   there about once a minute and a later call resumes from them (same batch stream from the
   saved step), so one training run can span several time-limited commands."""
@@ -172,20 +184,6 @@ def train_zuko(family, d, hidden, seed, batches, lr, state_path=None):
     opt.load_state_dict(state["opt"])
     start, seconds = state["step"], state["seconds"]
     print(f"  resuming {state_path} at step {start}", flush=True)
-  t0 = saved = time.perf_counter()
-  loss = None
-  for i, xb in enumerate(batches(start, None), start):
-    loss = -flow().log_prob(torch.from_numpy(xb)).mean()
-    opt.zero_grad()
-    loss.backward()
-    opt.step()
-    if state_path and time.perf_counter() - saved > 60:
-      saved = time.perf_counter()
-      torch.save({"flow": flow.state_dict(), "opt": opt.state_dict(), "step": i + 1,
-                  "seconds": seconds + saved - t0}, state_path + ".tmp")
-      os.replace(state_path + ".tmp", state_path)
-  final = float(loss) if loss is not None else float("nan")
-  seconds += time.perf_counter() - t0
 
   def log_prob(x):
     out = []
@@ -194,6 +192,24 @@ def train_zuko(family, d, hidden, seed, batches, lr, state_path=None):
         out.append(flow().log_prob(torch.from_numpy(np.asarray(x[i:i + 8192]))).double().numpy())
     return np.concatenate(out)
 
+  t0 = saved = time.perf_counter()
+  loss = None
+  for i, xb in enumerate(batches(start, None), start):
+    loss = -flow().log_prob(torch.from_numpy(xb)).mean()
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    if monitor is not None:
+      seconds += time.perf_counter() - t0
+      monitor(i + 1, log_prob)
+      t0 = time.perf_counter()
+    if state_path and time.perf_counter() - saved > 60:
+      saved = time.perf_counter()
+      torch.save({"flow": flow.state_dict(), "opt": opt.state_dict(), "step": i + 1,
+                  "seconds": seconds + saved - t0}, state_path + ".tmp")
+      os.replace(state_path + ".tmp", state_path)
+  final = float(loss) if loss is not None else float("nan")
+  seconds += time.perf_counter() - t0
   return log_prob, seconds, final
 
 
@@ -242,6 +258,8 @@ class Digits:
     rng = np.random.default_rng(777)
     u_test = test.reshape(len(test), -1) + rng.uniform(size=(len(test), 64))
     self.z_test, self.log_det_test = _logit_preprocess(u_test)
+    u_train = self.train + rng.uniform(size=self.train.shape)
+    self.z_train, self.log_det_train = _logit_preprocess(u_train)
     self.args = args
 
   def batches(self, seed):
@@ -256,8 +274,16 @@ class Digits:
     return gen
 
   def score(self, log_prob):
-    log_p_u = log_prob(self.z_test) + self.log_det_test
-    bpd = -log_p_u / (64 * np.log(2.))
+    return self._bits_per_dim(log_prob, self.z_test, self.log_det_test)
+
+  def score_train(self, log_prob):
+    """Bits/dim on the training images (one fixed noise draw each): with ``score``, shows
+    how much of a model's test figure is overfitting to the 1,437 training digits."""
+    return self._bits_per_dim(log_prob, self.z_train, self.log_det_train)
+
+  @staticmethod
+  def _bits_per_dim(log_prob, z, log_det):
+    bpd = -(log_prob(z) + log_det) / (64 * np.log(2.))
     return _common.mean_and_stderr(bpd)
 
 
@@ -284,6 +310,13 @@ def quality(args, env):
           if lib == "zuko" and args.state_dir:
             os.makedirs(args.state_dir, exist_ok=True)
             kwargs["state_path"] = os.path.join(args.state_dir, f"{name}_{family}_{seed}.pt")
+          curve = []
+          if args.eval_at:
+            def monitor(step, log_prob, curve=curve):
+              if step in args.eval_at:
+                curve.append([step, *data.score(log_prob)]
+                             + (list(data.score_train(log_prob)) if name == "digits" else []))
+            kwargs["monitor"] = monitor
           out = train(family, data.d, hidden, seed, data.batches(seed), args.lr, **kwargs)
           if out is None:
             continue
@@ -293,13 +326,18 @@ def quality(args, env):
                  "metric": "bits/dim" if name == "digits" else "KL nats", "value": mean,
                  "stderr": se, "train_seconds": seconds, "final_loss": final_loss,
                  "steps": args.steps}
+          if name == "digits":
+            row["train_value"], row["train_stderr"] = data.score_train(log_prob)
+          if curve:
+            row["curve"] = curve  # [step, test mean, s.e.(, train mean, s.e.)]
           if lib == "tfp_flows" and family in ("nice", "realnvp", "nsf", "nsf_kept"):
             row["mask"] = args.mask
           if lib == "tfp_flows" and family in ("realnvp", "maf") and args.affine:
             row["affine"] = list(args.affine)
           rows.append(row)
+          extra = (f", train {row['train_value']:.4f}" if "train_value" in row else "")
           print(f"  {name:12s} {family:16s} {lib:9s} seed {seed}: {row['metric']} "
-                f"{mean:.4f} +- {se:.4f}  ({seconds:.0f} s)", flush=True)
+                f"{mean:.4f} +- {se:.4f}{extra}  ({seconds:.0f} s)", flush=True)
           _common.write_results(args.out_name, {"args": vars(args), "quality": rows},
                                 env)
   return rows
@@ -419,6 +457,9 @@ def main():
   parser.add_argument("--affine", default=None, metavar="CLAMP,DIRECTION[,BOUND]",
                       help="our RealNVP's and MAF's log_scale_clamp, affine_direction and "
                            "log_scale_bound, e.g. tanh,forward,3 (default: the builders')")
+  parser.add_argument("--eval-at", default="", metavar="STEPS",
+                      help="also score after these steps (comma-separated), e.g. 1000,2000; "
+                           "digits rows then carry test and train bits/dim per step")
   parser.add_argument("--tag", default="")
   parser.add_argument("--state-dir", default=None,
                       help="save/resume zuko training state here (runs longer than one "
@@ -437,6 +478,7 @@ def main():
     parser.error(f"unknown densities {bad}; choose from {list(DENSITIES)}")
   args.libs = args.libs.split(",")
   args.seeds = [int(s) for s in args.seeds.split(",")]
+  args.eval_at = sorted({int(s) for s in args.eval_at.split(",") if s})
   args.hidden = [int(h) for h in args.hidden.split(",")]
   args.digits_hidden = [int(h) for h in args.digits_hidden.split(",")]
   args.affine = (tuple(v if i < 2 else float(v) for i, v in enumerate(args.affine.split(",")))
