@@ -239,6 +239,12 @@ class Toy:
     diff = self.log_p_test - log_prob(self.x_test)
     return _common.mean_and_stderr(diff)
 
+  def evaluate(self, step, log_prob):
+    """One point of a training curve: the test KL."""
+    point = {"step": step}
+    point["test"], point["test_stderr"] = self.score(log_prob)
+    return point
+
 
 def _logit_preprocess(u):
   """RealNVP's logit on dequantised pixels u in [0, 17): (z, log|dz/du| per image)."""
@@ -254,12 +260,19 @@ class Digits:
   def __init__(self, args):
     self.name, self.d = "digits", 64
     train, test = tff.datasets.digits()
-    self.train = train.reshape(len(train), -1).astype(np.float64)
+    train = train.reshape(len(train), -1).astype(np.float64)
     rng = np.random.default_rng(777)
     u_test = test.reshape(len(test), -1) + rng.uniform(size=(len(test), 64))
     self.z_test, self.log_det_test = _logit_preprocess(u_test)
-    u_train = self.train + rng.uniform(size=self.train.shape)
-    self.z_train, self.log_det_train = _logit_preprocess(u_train)
+    self.val = None
+    if args.val_fraction:  # held out of the training images, for early stopping
+      order = np.random.default_rng(778).permutation(len(train))
+      num_val = int(round(args.val_fraction * len(train)))
+      val, train = train[order[:num_val]], train[order[num_val:]]
+      self.val = _logit_preprocess(val + rng.uniform(size=val.shape))
+    self.train = train
+    self.z_train, self.log_det_train = _logit_preprocess(
+        train + rng.uniform(size=train.shape))
     self.args = args
 
   def batches(self, seed):
@@ -278,8 +291,21 @@ class Digits:
 
   def score_train(self, log_prob):
     """Bits/dim on the training images (one fixed noise draw each): with ``score``, shows
-    how much of a model's test figure is overfitting to the 1,437 training digits."""
+    how much of a model's test figure is overfitting to the training digits."""
     return self._bits_per_dim(log_prob, self.z_train, self.log_det_train)
+
+  def score_val(self, log_prob):
+    """Bits/dim on the validation images (``--val-fraction``), or None."""
+    return None if self.val is None else self._bits_per_dim(log_prob, *self.val)
+
+  def evaluate(self, step, log_prob):
+    """One point of a training curve: test, train and validation bits/dim."""
+    point = {"step": step}
+    point["test"], point["test_stderr"] = self.score(log_prob)
+    point["train"], _ = self.score_train(log_prob)
+    if self.val is not None:
+      point["val"], _ = self.score_val(log_prob)
+    return point
 
   @staticmethod
   def _bits_per_dim(log_prob, z, log_det):
@@ -314,8 +340,7 @@ def quality(args, env):
           if args.eval_at:
             def monitor(step, log_prob, curve=curve):
               if step in args.eval_at:
-                curve.append([step, *data.score(log_prob)]
-                             + (list(data.score_train(log_prob)) if name == "digits" else []))
+                curve.append(data.evaluate(step, log_prob))
             kwargs["monitor"] = monitor
           out = train(family, data.d, hidden, seed, data.batches(seed), args.lr, **kwargs)
           if out is None:
@@ -329,13 +354,21 @@ def quality(args, env):
           if name == "digits":
             row["train_value"], row["train_stderr"] = data.score_train(log_prob)
           if curve:
-            row["curve"] = curve  # [step, test mean, s.e.(, train mean, s.e.)]
+            row["curve"] = curve
+            if curve[-1]["step"] != args.steps:
+              curve.append(data.evaluate(args.steps, log_prob))
+            if "val" in curve[0]:  # early stopping: the test figure where validation was best
+              best = min(curve, key=lambda p: p["val"])
+              row["early_stopped"] = {k: best[k] for k in ("step", "test", "test_stderr")}
           if lib == "tfp_flows" and family in ("nice", "realnvp", "nsf", "nsf_kept"):
             row["mask"] = args.mask
           if lib == "tfp_flows" and family in ("realnvp", "maf") and args.affine:
             row["affine"] = list(args.affine)
           rows.append(row)
           extra = (f", train {row['train_value']:.4f}" if "train_value" in row else "")
+          if "early_stopped" in row:
+            extra += (f", early-stopped {row['early_stopped']['test']:.4f} at step "
+                      f"{row['early_stopped']['step']}")
           print(f"  {name:12s} {family:16s} {lib:9s} seed {seed}: {row['metric']} "
                 f"{mean:.4f} +- {se:.4f}{extra}  ({seconds:.0f} s)", flush=True)
           _common.write_results(args.out_name, {"args": vars(args), "quality": rows},
@@ -457,9 +490,13 @@ def main():
   parser.add_argument("--affine", default=None, metavar="CLAMP,DIRECTION[,BOUND]",
                       help="our RealNVP's and MAF's log_scale_clamp, affine_direction and "
                            "log_scale_bound, e.g. tanh,forward,3 (default: the builders')")
-  parser.add_argument("--eval-at", default="", metavar="STEPS",
-                      help="also score after these steps (comma-separated), e.g. 1000,2000; "
-                           "digits rows then carry test and train bits/dim per step")
+  parser.add_argument("--eval-every", type=int, default=0, metavar="N",
+                      help="also score every N steps (rows carry the curve; digits: test, "
+                           "train and validation bits/dim)")
+  parser.add_argument("--val-fraction", type=float, default=0.,
+                      help="digits: hold out this fraction of the training images as a "
+                           "validation set; with --eval-every, rows also report the test "
+                           "bits/dim at the step of best validation bits/dim (early stopping)")
   parser.add_argument("--tag", default="")
   parser.add_argument("--state-dir", default=None,
                       help="save/resume zuko training state here (runs longer than one "
@@ -478,7 +515,8 @@ def main():
     parser.error(f"unknown densities {bad}; choose from {list(DENSITIES)}")
   args.libs = args.libs.split(",")
   args.seeds = [int(s) for s in args.seeds.split(",")]
-  args.eval_at = sorted({int(s) for s in args.eval_at.split(",") if s})
+  if not 0. <= args.val_fraction < 1.:
+    parser.error("--val-fraction must be in [0, 1)")
   args.hidden = [int(h) for h in args.hidden.split(",")]
   args.digits_hidden = [int(h) for h in args.digits_hidden.split(",")]
   args.affine = (tuple(v if i < 2 else float(v) for i, v in enumerate(args.affine.split(",")))
@@ -487,6 +525,8 @@ def main():
   if args.quick:
     args.steps, args.test = 30, 2000
     args.timing_calls, args.timing_rounds = 5, 3
+  args.eval_at = (list(range(args.eval_every, args.steps + 1, args.eval_every))
+                  if args.eval_every > 0 else [])
   args.out_name = ("density_quick" if args.quick else "density") + args.tag
   env = _common.environment()
   print(_common.header_line(env), flush=True)
