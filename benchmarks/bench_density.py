@@ -72,11 +72,12 @@ BINS = tff.datasets.DIGITS_NUM_BINS
 
 # ----------------------------------------------------------------------------------- ours
 
-def make_ours(family, d, hidden, seed, mask="alternating", affine=None):
+def make_ours(family, d, hidden, seed, mask="alternating", affine=None, spline=None):
   """``mask``: the coupling families' masks (``'half'`` or ``'alternating'``); ``affine``:
   ``(log_scale_clamp, affine_direction[, log_scale_bound])`` of RealNVP and MAF, or None for
-  the defaults."""
+  the defaults; ``spline``: the NSF families' ``spline_direction``, or None for the default."""
   layers = LAYERS[family]
+  spline_kwargs = {} if spline is None else {"spline_direction": spline}
   affine_kwargs = {} if affine is None else dict(zip(
       ("log_scale_clamp", "affine_direction", "log_scale_bound"), affine))
   if family == "nice":
@@ -88,13 +89,14 @@ def make_ours(family, d, hidden, seed, mask="alternating", affine=None):
     flow = tff.flows.maf([d], num_layers=layers, hidden_units=hidden, seed=seed,
                          **affine_kwargs)
   elif family == "nsf":
-    flow = tff.flows.nsf([d], num_layers=layers, hidden_units=hidden, seed=seed, mask=mask)
+    flow = tff.flows.nsf([d], num_layers=layers, hidden_units=hidden, seed=seed, mask=mask,
+                         **spline_kwargs)
   elif family == "nsf_kept":
     flow = tff.flows.nsf([d], num_layers=layers, hidden_units=hidden, seed=seed, mask=mask,
-                         transform_kept=True)
+                         transform_kept=True, **spline_kwargs)
   elif family == "nsf_ar":
     flow = tff.flows.nsf([d], num_layers=layers, hidden_units=hidden, autoregressive=True,
-                         seed=seed)
+                         seed=seed, **spline_kwargs)
   elif family == "gaussianization":
     flow = tff.flows.gaussianization([d], num_layers=layers, num_components=8, seed=seed)
   elif family == "planar":
@@ -105,11 +107,11 @@ def make_ours(family, d, hidden, seed, mask="alternating", affine=None):
 
 
 def train_ours(family, d, hidden, seed, batches, lr, mask="alternating", affine=None,
-               monitor=None):
+               spline=None, monitor=None):
   """Trains on the batch stream; returns (log_prob over numpy, train seconds, final loss).
   ``monitor(step, log_prob)``, if given, is called after every step (its time not counted)."""
-  return train_distribution(make_ours(family, d, hidden, seed, mask, affine), batches, lr,
-                            monitor)
+  return train_distribution(make_ours(family, d, hidden, seed, mask, affine, spline), batches,
+                            lr, monitor)
 
 
 def train_distribution(dist, batches, lr, monitor=None):
@@ -332,7 +334,8 @@ def quality(args, env):
         for lib, train in (("tfp_flows", train_ours), ("zuko", train_zuko)):
           if lib not in args.libs or (name, family, lib, seed) in done:
             continue
-          kwargs = {"mask": args.mask, "affine": args.affine} if lib == "tfp_flows" else {}
+          kwargs = ({"mask": args.mask, "affine": args.affine, "spline": args.spline}
+                    if lib == "tfp_flows" else {})
           if lib == "zuko" and args.state_dir:
             os.makedirs(args.state_dir, exist_ok=True)
             kwargs["state_path"] = os.path.join(args.state_dir, f"{name}_{family}_{seed}.pt")
@@ -364,6 +367,8 @@ def quality(args, env):
             row["mask"] = args.mask
           if lib == "tfp_flows" and family in ("realnvp", "maf") and args.affine:
             row["affine"] = list(args.affine)
+          if lib == "tfp_flows" and family.startswith("nsf") and args.spline:
+            row["spline_direction"] = args.spline
           rows.append(row)
           extra = (f", train {row['train_value']:.4f}" if "train_value" in row else "")
           if "early_stopped" in row:
@@ -398,25 +403,31 @@ def summary_tables(rows):
   out = []
   for name in dict.fromkeys(r["density"] for r in rows):
     sub = [r for r in rows if r["density"] == name]
-    table = []
-    for family in dict.fromkeys(r["family"] for r in sub):
-      cells = [family]
-      for lib in ("tfp_flows", "zuko"):
-        vals = [r for r in sub if r["family"] == family and r["library"] == lib]
-        if not vals:
-          cells.append(None)
-          continue
-        values = [r["value"] for r in vals]
-        if len(vals) == 1:  # one run: ± the test-set standard error
-          cells.append(f"{values[0]:.4f} ± {vals[0]['stderr']:.4f}")
-        else:  # several seeds: ± the standard error over seeds (the larger spread)
-          mean, se = _common.mean_and_stderr(values)
-          cells.append(f"{mean:.4f} ± {se:.4f} ({len(vals)} seeds)")
-      cells.append(_paired(sub, family))
-      table.append(cells)
-    metric = sub[0]["metric"]
-    out.append(_common.table(["family", f"tfp_flows {metric}", f"zuko {metric}",
-                              "ours - zuko, paired by seed"], table, title=name))
+    views = [(name, lambda r: r["value"], lambda r: r["stderr"])]
+    if all("early_stopped" in r for r in sub):  # digits with a validation split
+      views.append((f"{name}, early-stopped (the step of best validation bits/dim)",
+                    lambda r: r["early_stopped"]["test"],
+                    lambda r: r["early_stopped"]["test_stderr"]))
+    for title, value, stderr in views:
+      table = []
+      for family in dict.fromkeys(r["family"] for r in sub):
+        cells = [family]
+        for lib in ("tfp_flows", "zuko"):
+          vals = [r for r in sub if r["family"] == family and r["library"] == lib]
+          if not vals:
+            cells.append(None)
+            continue
+          values = [value(r) for r in vals]
+          if len(vals) == 1:  # one run: ± the test-set standard error
+            cells.append(f"{values[0]:.4f} ± {stderr(vals[0]):.4f}")
+          else:  # several seeds: ± the standard error over seeds (the larger spread)
+            mean, se = _common.mean_and_stderr(values)
+            cells.append(f"{mean:.4f} ± {se:.4f} ({len(vals)} seeds)")
+        cells.append(_paired(sub, family, value))
+        table.append(cells)
+      metric = sub[0]["metric"]
+      out.append(_common.table(["family", f"tfp_flows {metric}", f"zuko {metric}",
+                                "ours - zuko, paired by seed"], table, title=title))
   return out
 
 
@@ -424,13 +435,13 @@ def summary_tables(rows):
 ZUKO_COUNTERPART = {"nsf_kept": "nsf"}
 
 
-def _paired(rows, family):
+def _paired(rows, family, value=lambda r: r["value"]):
   """Mean ± s.e. of (ours - zuko's) over the seeds both ran: the two see the same batches,
   so pairing removes the seed's share of the spread. None with fewer than two pairs."""
-  ours = {r["seed"]: r["value"] for r in rows
+  ours = {r["seed"]: value(r) for r in rows
           if r["family"] == family and r["library"] == "tfp_flows"}
   zuko_family = ZUKO_COUNTERPART.get(family, family)
-  theirs = {r["seed"]: r["value"] for r in rows
+  theirs = {r["seed"]: value(r) for r in rows
             if r["family"] == zuko_family and r["library"] == "zuko"}
   diffs = [ours[s] - theirs[s] for s in sorted(ours) if s in theirs]
   if len(diffs) < 2:
@@ -497,6 +508,8 @@ def main():
                       help="digits: hold out this fraction of the training images as a "
                            "validation set; with --eval-every, rows also report the test "
                            "bits/dim at the step of best validation bits/dim (early stopping)")
+  parser.add_argument("--spline", choices=("inverse", "forward"), default=None,
+                      help="our NSF families' spline_direction (default: the builder's)")
   parser.add_argument("--tag", default="")
   parser.add_argument("--state-dir", default=None,
                       help="save/resume zuko training state here (runs longer than one "
