@@ -21,8 +21,10 @@ Differences read in zuko 1.6's source (``zuko/nn.py``, ``zuko/transforms.py``,
   default now) and ``zuko_clamp`` (zuko's clamp, our orientation); ``inv_tanh_wide`` (data ->
   latent, tanh clamp at zuko's bound 6.9), ``inv_softsign`` (zuko's map with our init and
   masks), ``maf_inv_tanh`` / ``maf_inv_softsign`` (the same for MAF);
-* NICE: ``nice`` against ``nice_random`` (zuko's random output layer); ``--peers nice`` runs
-  zuko's additive couplings with its affine scale layer;
+* NICE: ``nice`` against ``nice_random`` (zuko's random output layer) and ``nice_zuko_scale``
+  (our couplings with zuko's last layer instead of NICE's ``Scaling``: ``z = x exp(a) + b``
+  with the soft clamp above, shift and log-scale learnt, both starting at 0); ``--peers nice``
+  runs zuko's additive couplings with its affine scale layer;
 * permutations: zuko alternates masks / orders; ours reversed with a ``Permute`` between
   couplings (the same family of maps). Variant ``permutation=reverse``;
 * the spline's orientation: zuko (and Durkan et al.'s nflows) apply the rational-quadratic
@@ -147,6 +149,7 @@ VARIANTS = {
     "nsf/transform_kept": ("nsf", dict(transform_kept=True)),
     "nice/default": ("nice", dict()),
     "nice/init=random": ("nice", dict(net_init="random")),
+    "nice/zuko's scale layer": ("nice", dict(scaling=False, zuko_scale=True)),
 }
 SHORT = {"inv_affine": "realnvp/affine data -> latent",
          "zuko_clamp": "realnvp/zuko's clamp, base -> data",
@@ -166,7 +169,17 @@ SHORT = {"inv_affine": "realnvp/affine data -> latent",
          "nsf_zukoparam": "nsf/zuko's spline parameterisation, base -> data",
          "nsf_zukoparam_inverse": "nsf/zuko's spline parameterisation, data -> latent",
          "nsf_kept": "nsf/transform_kept", "nice": "nice/default",
-         "nice_random": "nice/init=random"}
+         "nice_random": "nice/init=random", "nice_zuko_scale": "nice/zuko's scale layer"}
+
+
+def zuko_scale_layer(d):
+  """zuko's ``UnconditionalTransform(MonotonicAffineTransform)`` as a TFP bijector: data ->
+  latent ``z = x exp(a) + b``, ``a = a_raw / (1 + |a_raw| / 6.9)``; ``a_raw``, ``b`` start at 0."""
+  a_raw = tf.Variable(tf.zeros([d]), name="zuko_log_scale")
+  shift = tf.Variable(tf.zeros([d]), name="zuko_shift")
+  scale = tfp.util.DeferredTensor(
+      a_raw, lambda a: tf.exp(a / (1. + tf.abs(a) / ZUKO_BOUND)))
+  return tfb.Invert(tfb.Chain([tfb.Shift(shift), tfb.Scale(scale)]))
 
 
 def build(variant, d, hidden, seed):
@@ -175,7 +188,10 @@ def build(variant, d, hidden, seed):
   transformer = kwargs.pop("transformer", None)
   layers = bench_density.LAYERS[family]
   if family == "nice":
+    zuko_scale = kwargs.pop("zuko_scale", False)
     flow = tff.flows.nice([d], num_layers=layers, hidden_units=hidden, seed=seed, **kwargs)
+    if zuko_scale:  # the last layer on the way to the latent: applied first by forward
+      flow = tfb.Chain([flow, zuko_scale_layer(d)])
   elif family == "maf" and transformer is not None:
     flow = tfb.Chain(made_stack([d], layers, hidden, "relu", transformer, None, "uniform", False,
                                 tf.float32, seed, "maf", "maf", invert=False))
