@@ -26,7 +26,7 @@ Training maximises the ELBO with the KL-type terms annealed (``beta`` from 0.01 
 Bernoulli(intensity) at every step); the test images are binarised once with a fixed seed.
 Data: ``--data`` (an ``.npz`` with key ``images``, uint8 ``[N, H, W]``); by default the
 shared 8k-image MNIST file when present (7,000 train / 1,000 test), else scikit-learn's 8x8
-digits (1,437 / 360). The paper trained far larger models for far longer on the full 60k MNIST
+digits (1,438 / 359). The paper trained far larger models for far longer on the full 60k MNIST
 (its table: -ln p(x) 89.9 for K = 0 ... 85.1 for K = 80); the figures here are a scaled-down
 run on a CPU, compared across K under identical budgets.
 

@@ -187,8 +187,8 @@ class RationalQuadraticSpline(Transformer):
       quadratic-root inverse, as in Durkan et al.'s and zuko's flows) or ``"forward"``
       (``forward`` is the spline, as in ``tfb.RationalQuadraticSpline``). The two give
       different families of flows; "inverse" trained to 0.5-0.7x the KL on three of the
-      four 2-D densities of benchmarks/README.md (the same on the fourth) and was 0.05
-      bits/dim worse on 8x8 digits.
+      four 2-D densities of benchmarks/README.md (the same on the fourth) and the same
+      bits/dim on 8x8 digits (early-stopped).
   """
 
   name = "spline"

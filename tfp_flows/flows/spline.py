@@ -70,12 +70,12 @@ def nsf(event_shape, num_layers=5, hidden_units=(256, 256), num_bins=8, bound=5.
       to data, ``tfb.RationalQuadraticSpline``'s orientation; the default before
       ``spline_direction`` existed). Measured in benchmarks/README.md: "inverse" reached
       0.5-0.7x the KL of "forward" on three of four 2-D densities (the same on the fourth),
-      and 0.05 bits/dim more on 8x8 digits.
+      and the same bits/dim on 8x8 digits (early-stopped).
     transform_kept: couplings only: every coupling also moves its kept entries by a spline
       with learned, input-independent parameters (``tff.bijectors.Coupling``), as zuko's
       ``NSF(passes=2)`` does; in 2-D every layer then changes both coordinates. Measured: lower
-      KL on 2-D densities, slightly worse bits/dim on 8x8 digits, about 20 % more step time
-      at D = 64 (benchmarks/README.md).
+      KL on 2-D densities, the same bits/dim on 8x8 digits (early-stopped), about 20 % more
+      step time at D = 64 (benchmarks/README.md).
   """
   spline = transformers_lib.RationalQuadraticSpline(num_bins, bound, min_bin_size,
                                                     min_derivative, spline_direction)
