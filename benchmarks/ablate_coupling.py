@@ -222,6 +222,10 @@ def main():
   parser.add_argument("--steps", type=int, default=3000)
   parser.add_argument("--test", type=int, default=50000)
   parser.add_argument("--quick", action="store_true")
+  parser.add_argument("--adam-epsilon", type=float, default=1e-7,
+                      help="epsilon of our flows' Keras Adam (Keras' default 1e-7, added to "
+                           "the uncorrected sqrt(v); PyTorch's 1e-8 is added to the "
+                           "bias-corrected one)")
   parser.add_argument("--tag", default="", help="suffix of the results file name")
   parser.add_argument("--merge", nargs="+", metavar="JSON",
                       help="only merge these results files (of split runs) into one")
@@ -252,7 +256,8 @@ def main():
     data = bench_density.Toy(density, args)
     for seed in seeds:
       runs = [(v, lambda v=v: bench_density.train_distribution(
-          build(v, 2, args.hidden, seed), data.batches(seed), args.lr)) for v in variants]
+          build(v, 2, args.hidden, seed), data.batches(seed), args.lr,
+          epsilon=args.adam_epsilon)) for v in variants]
       runs += [(f"zuko {p}", lambda p=p: bench_density.train_zuko(
           p, 2, args.hidden, seed, data.batches(seed), args.lr)) for p in peers]
       for label, run in runs:
