@@ -212,9 +212,11 @@ def train_zuko(family, d, hidden, seed, batches, lr, state_path=None, monitor=No
       t0 = time.perf_counter()
     if state_path and time.perf_counter() - saved > 60:
       saved = time.perf_counter()
+      seconds += saved - t0
       torch.save({"flow": flow.state_dict(), "opt": opt.state_dict(), "step": i + 1,
-                  "seconds": seconds + saved - t0}, state_path + ".tmp")
+                  "seconds": seconds}, state_path + ".tmp")
       os.replace(state_path + ".tmp", state_path)
+      t0 = time.perf_counter()  # the save's time is not training time
   final = float(loss) if loss is not None else float("nan")
   seconds += time.perf_counter() - t0
   return log_prob, seconds, final
@@ -275,6 +277,9 @@ class Digits:
     if args.val_fraction:  # held out of the training images, for early stopping
       order = np.random.default_rng(778).permutation(len(train))
       num_val = int(round(args.val_fraction * len(train)))
+      if num_val < 1:
+        raise ValueError(f"--val-fraction {args.val_fraction} holds out no image of "
+                         f"{len(train)}")
       val, train = train[order[:num_val]], train[order[num_val:]]
       self.val = _logit_preprocess(val + rng.uniform(size=val.shape))
     self.train = train
@@ -524,7 +529,9 @@ def main():
   parser.add_argument("--tag", default="")
   parser.add_argument("--state-dir", default=None,
                       help="save/resume zuko training state here (runs longer than one "
-                           "time-limited command)")
+                           "time-limited command); a resumed run draws its later batches "
+                           "from a stream seeded at the resume step, not the same batches "
+                           "as an uninterrupted run")
   args = parser.parse_args()
   if args.merge:
     merge(args.merge, "density" + args.tag)
@@ -541,6 +548,11 @@ def main():
   args.seeds = [int(s) for s in args.seeds.split(",")]
   if not 0. <= args.val_fraction < 1.:
     parser.error("--val-fraction must be in [0, 1)")
+  if args.state_dir and "digits" in args.densities and args.eval_every != 0:
+    # A resumed run would keep only the curve points after the resume, and pick its early-
+    # stopped figure from those.
+    parser.error("--state-dir cannot resume the digits curves; add --eval-every 0 (no curve, "
+                 "no early-stopped figure)")
   args.hidden = [int(h) for h in args.hidden.split(",")]
   args.digits_hidden = [int(h) for h in args.digits_hidden.split(",")]
   args.affine = (tuple(v if i < 2 else float(v) for i, v in enumerate(args.affine.split(",")))
