@@ -34,7 +34,8 @@ pixels ``u in [0, 17)^64``; uniform = log2(17) = 4.09. Every flow overfits the 1
 training images long before 3000 steps, so by default 10 % of them are held out
 (``--val-fraction``), test, training and validation bits/dim are scored every 50 steps
 (``--eval-every``), and rows also carry the early-stopped figure: the test bits/dim at the step
-of lowest validation bits/dim (what ``EarlyStopping(restore_best_weights=True)`` keeps).
+of lowest validation bits/dim (what ``EarlyStopping(restore_best_weights=True)`` restores,
+given enough patience).
 
 Step time: the training step of ``nsf`` over that of ``realnvp`` at equal size (5 layers,
 the same MLPs, batch 512, D = 2), timed interleaved (``_common.interleaved_times``).
