@@ -24,7 +24,8 @@ Differences read in zuko 1.6's source (``zuko/nn.py``, ``zuko/transforms.py``,
 * NICE: ``nice`` against ``nice_random`` (zuko's random output layer) and ``nice_zuko_scale``
   (our couplings with zuko's last layer instead of NICE's ``Scaling``: ``z = x exp(a) + b``
   with the soft clamp above, shift and log-scale learnt, both starting at 0); ``--peers nice``
-  runs zuko's additive couplings with its affine scale layer;
+  runs zuko's additive couplings with its affine scale layer; ``nice_zuko_all`` is both zuko
+  changes together (run it with ``--adam-epsilon 1e-8`` for zuko's optimiser setting too);
 * permutations: zuko alternates masks / orders; ours reversed with a ``Permute`` between
   couplings (the same family of maps). Variant ``permutation=reverse``;
 * the spline's orientation: zuko (and Durkan et al.'s nflows) apply the rational-quadratic
@@ -150,6 +151,8 @@ VARIANTS = {
     "nice/default": ("nice", dict()),
     "nice/init=random": ("nice", dict(net_init="random")),
     "nice/zuko's scale layer": ("nice", dict(scaling=False, zuko_scale=True)),
+    "nice/zuko's scale layer, init=random": ("nice", dict(scaling=False, zuko_scale=True,
+                                                           net_init="random")),
 }
 SHORT = {"inv_affine": "realnvp/affine data -> latent",
          "zuko_clamp": "realnvp/zuko's clamp, base -> data",
@@ -169,7 +172,8 @@ SHORT = {"inv_affine": "realnvp/affine data -> latent",
          "nsf_zukoparam": "nsf/zuko's spline parameterisation, base -> data",
          "nsf_zukoparam_inverse": "nsf/zuko's spline parameterisation, data -> latent",
          "nsf_kept": "nsf/transform_kept", "nice": "nice/default",
-         "nice_random": "nice/init=random", "nice_zuko_scale": "nice/zuko's scale layer"}
+         "nice_random": "nice/init=random", "nice_zuko_scale": "nice/zuko's scale layer",
+         "nice_zuko_all": "nice/zuko's scale layer, init=random"}
 
 
 def zuko_scale_layer(d):
