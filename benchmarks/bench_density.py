@@ -307,17 +307,13 @@ class Digits:
     how much of a model's test figure is overfitting to the training digits."""
     return self._bits_per_dim(log_prob, self.z_train, self.log_det_train)
 
-  def score_val(self, log_prob):
-    """Bits/dim on the validation images (``--val-fraction``), or None."""
-    return None if self.val is None else self._bits_per_dim(log_prob, *self.val)
-
   def evaluate(self, step, log_prob):
     """One point of a training curve: test, train and validation bits/dim."""
     point = {"step": step}
     point["test"], point["test_stderr"] = self.score(log_prob)
     point["train"], _ = self.score_train(log_prob)
-    if self.val is not None:
-      point["val"], _ = self.score_val(log_prob)
+    if self.val is not None:  # (z, log-det) of the validation images (--val-fraction)
+      point["val"], _ = self._bits_per_dim(log_prob, *self.val)
     return point
 
   @staticmethod
