@@ -153,6 +153,13 @@ VARIANTS = {
     "nice/zuko's scale layer": ("nice", dict(scaling=False, zuko_scale=True)),
     "nice/zuko's scale layer, init=random": ("nice", dict(scaling=False, zuko_scale=True,
                                                            net_init="random")),
+    "nice/coordinates swapped": ("nice", dict(swap=True)),
+    "nice/coordinates swapped, init=random": ("nice", dict(swap=True, net_init="random")),
+    "nice/coordinates swapped, zuko's scale layer": ("nice", dict(swap=True, scaling=False,
+                                                                  zuko_scale=True)),
+    "nice/coordinates swapped, zuko's scale layer, init=random": (
+        "nice", dict(swap=True, scaling=False, zuko_scale=True, net_init="random")),
+    "realnvp/coordinates swapped": ("realnvp", dict(swap=True)),
 }
 SHORT = {"inv_affine": "realnvp/affine data -> latent",
          "zuko_clamp": "realnvp/zuko's clamp, base -> data",
@@ -173,7 +180,11 @@ SHORT = {"inv_affine": "realnvp/affine data -> latent",
          "nsf_zukoparam_inverse": "nsf/zuko's spline parameterisation, data -> latent",
          "nsf_kept": "nsf/transform_kept", "nice": "nice/default",
          "nice_random": "nice/init=random", "nice_zuko_scale": "nice/zuko's scale layer",
-         "nice_zuko_all": "nice/zuko's scale layer, init=random"}
+         "nice_zuko_all": "nice/zuko's scale layer, init=random",
+         "nice_swap": "nice/coordinates swapped",
+         "nice_swap_random": "nice/coordinates swapped, init=random",
+         "nice_swap_zuko_scale": "nice/coordinates swapped, zuko's scale layer",
+         "nice_swap_zuko_all": "nice/coordinates swapped, zuko's scale layer, init=random", "realnvp_swap": "realnvp/coordinates swapped"}
 
 
 def zuko_scale_layer(d):
@@ -186,11 +197,31 @@ def zuko_scale_layer(d):
   return tfb.Invert(tfb.Chain([tfb.Shift(shift), tfb.Scale(scale)]))
 
 
+def make_zuko_flipped(family, d, hidden):
+  """zuko's NICE (as ``bench_density.make_zuko``) or RealNVP with the other mask orientation:
+  the coupling applied first to the data keeps the odd entries (zuko's keeps the even ones)."""
+  import torch
+  import zuko
+  layers = bench_density.LAYERS[family]
+  kwargs = dict(univariate=zuko.transforms.AdditiveTransform, shapes=[()]) if family == "nice" \
+      else {}
+  transforms = [zuko.flows.coupling.GeneralCouplingTransform(
+      d, mask=torch.arange(d) % 2 == (i + 1) % 2, hidden_features=tuple(hidden), **kwargs)
+      for i in range(layers)]
+  if family == "nice":
+    transforms.append(zuko.flows.UnconditionalTransform(
+        zuko.transforms.MonotonicAffineTransform, torch.zeros(d), torch.zeros(d)))
+  base = zuko.flows.UnconditionalDistribution(
+      zuko.distributions.DiagNormal, torch.zeros(d), torch.ones(d), buffer=True)
+  return zuko.flows.Flow(transforms, base)
+
+
 def build(variant, d, hidden, seed):
   family, kwargs = VARIANTS[variant]
   kwargs = dict(kwargs)
   transformer = kwargs.pop("transformer", None)
   layers = bench_density.LAYERS[family]
+  swap = kwargs.pop("swap", False)
   if family == "nice":
     zuko_scale = kwargs.pop("zuko_scale", False)
     flow = tff.flows.nice([d], num_layers=layers, hidden_units=hidden, seed=seed, **kwargs)
@@ -213,6 +244,8 @@ def build(variant, d, hidden, seed):
     flow = tfb.Chain(coupling_stack(
         [d], layers, hidden, "relu", transformer, kwargs.pop("permutation", "alternate"), None,
         kwargs.pop("net_init", "uniform"), False, tf.float32, seed, "realnvp", "realnvp"))
+  if swap:  # the data's coordinates reversed before the first layer (listed data side first)
+    flow = tfb.Chain([tfb.Permute(np.arange(d)[::-1]), flow])
   return tff.flows.distribution(flow, [d])
 
 
@@ -221,7 +254,8 @@ def main():
   parser.add_argument("--densities", default="6gaussians,8gaussians,checkerboard,2spirals")
   parser.add_argument("--variants", default=",".join(SHORT))
   parser.add_argument("--peers", default="realnvp,maf",
-                      help="zuko families to run too (realnvp, maf, nsf)")
+                      help="zuko families to run too (realnvp, maf, nsf, nice; "
+                           "nice_flipped, realnvp_flipped: the other mask orientation)")
   parser.add_argument("--seeds", default="0,1,2")
   parser.add_argument("--steps", type=int, default=3000)
   parser.add_argument("--test", type=int, default=50000)
@@ -263,7 +297,8 @@ def main():
           build(v, 2, args.hidden, seed), data.batches(seed), args.lr,
           epsilon=args.adam_epsilon)) for v in variants]
       runs += [(f"zuko {p}", lambda p=p: bench_density.train_zuko(
-          p, 2, args.hidden, seed, data.batches(seed), args.lr)) for p in peers]
+          p.removesuffix("_flipped"), 2, args.hidden, seed, data.batches(seed), args.lr,
+          make=make_zuko_flipped if p.endswith("_flipped") else None)) for p in peers]
       for label, run in runs:
         log_prob, seconds, _ = run()
         kl, se = data.score(log_prob)

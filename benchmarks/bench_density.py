@@ -172,16 +172,18 @@ def make_zuko(family, d, hidden):
   return None
 
 
-def train_zuko(family, d, hidden, seed, batches, lr, state_path=None, monitor=None):
+def train_zuko(family, d, hidden, seed, batches, lr, state_path=None, monitor=None,
+               make=None):
   """As ``train_ours`` for zuko's flow. With ``state_path``, the flow and Adam state are saved
   there about once a minute and a later call resumes from them (same batch stream from the
-  saved step), so one training run can span several time-limited commands."""
+  saved step), so one training run can span several time-limited commands. ``make`` builds
+  the flow in place of ``make_zuko`` (same arguments; for ablations)."""
   import torch
   torch.manual_seed(seed)
   # One thread: on a shared machine PyTorch's spinning worker threads slowed these small
   # steps many times over; quality, not speed, is measured here.
   torch.set_num_threads(1)
-  flow = make_zuko(family, d, hidden)
+  flow = (make or make_zuko)(family, d, hidden)
   if flow is None:
     return None
   opt = torch.optim.Adam(flow.parameters(), lr)

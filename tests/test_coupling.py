@@ -320,22 +320,45 @@ def test_alternating_mask_option_of_the_coupling_builders():
     y = one.forward(x).numpy()
     np.testing.assert_array_equal(y[:, ::2], x.numpy()[:, ::2])
     assert not np.allclose(y[:, 1::2], x.numpy()[:, 1::2])
-  two = tff.flows.realnvp([5], num_layers=2, hidden_units=[8])
-  tff.testing.randomize_variables(two, seed=3)
-  data_side = tfb.Chain(two.bijectors[:2])  # the permutation and the data-side coupling
-  y = data_side.inverse(x).numpy()  # even entries first (changed), then the kept odd ones
-  np.testing.assert_array_equal(y[:, 3:], x.numpy()[:, 1::2])
-  assert not np.allclose(y[:, :3], x.numpy()[:, ::2])
-  assert isinstance(two.bijectors[0], tfb.Permute) and isinstance(two.bijectors[-1], tfb.Permute)
-  assert tff.flows.nice([4], num_layers=2, mask="half").bijectors[0].mask.tolist() == [
-      0, 0, 1, 1]
+  # The coupling applied first to the data keeps the even entries for any number of layers
+  # (mask_anchor="data", zuko's orientation); "latent" anchors the pattern at the base side.
+  for layers, anchor, kept in [(2, "data", "even"), (3, "data", "even"),
+                               (2, "latent", "odd"), (3, "latent", "even")]:
+    flow = tff.flows.realnvp([5], num_layers=layers, hidden_units=[8], mask_anchor=anchor)
+    tff.testing.randomize_variables(flow, seed=3)
+    data_side = tfb.Chain(flow.bijectors[:2])  # the permutation and the data-side coupling
+    y = data_side.inverse(x).numpy()  # the even entries first, then the odd ones
+    evens, odds = x.numpy()[:, ::2], x.numpy()[:, 1::2]
+    if kept == "even":
+      np.testing.assert_array_equal(y[:, :3], evens)
+      assert not np.allclose(y[:, 3:], odds)
+    else:
+      np.testing.assert_array_equal(y[:, 3:], odds)
+      assert not np.allclose(y[:, :3], evens)
+    assert isinstance(flow.bijectors[0], tfb.Permute)
+    assert isinstance(flow.bijectors[-1], tfb.Permute)
+  for builder in (tff.flows.nice, tff.flows.realnvp, tff.flows.nsf):
+    assert builder([4], num_layers=2, mask="half").bijectors[0].mask.tolist() == [1, 1, 0, 0]
+    assert builder([4], num_layers=2, mask="half", mask_anchor="latent").bijectors[
+        0].mask.tolist() == [0, 0, 1, 1]
+    assert [b.mask.tolist() for b in builder([2], num_layers=4).bijectors[:4]] == [
+        [1, 0], [0, 1], [1, 0], [0, 1]]  # D = 2: the first layer on the data keeps x_0
+  with pytest.raises(ValueError, match="mask_anchor must be one of"):
+    tff.flows.realnvp([4], mask_anchor="base")
+  with pytest.raises(ValueError, match="couplings only"):
+    tff.flows.nsf([4], autoregressive=True, mask_anchor="latent")
+  # A config saved before mask_anchor existed rebuilds the orientation it was trained with.
+  config = tff.flows.get_config(tff.flows.nice([4], num_layers=2, hidden_units=[8]))
+  assert config["kwargs"]["mask_anchor"] == "data"
+  del config["kwargs"]["mask_anchor"]
+  assert tff.flows.from_config(config).bijectors[1].mask.tolist() == [0, 0, 1, 1]
   with pytest.raises(ValueError, match="mask must be one of"):
     tff.flows.nice([4], mask="checkerboard")
   with pytest.raises(ValueError, match="couplings only"):
     tff.flows.nsf([4], autoregressive=True, mask="half")
   # A config saved before the argument existed rebuilds its half masks, not today's default.
   config = tff.flows.get_config(tff.flows.realnvp([4], num_layers=2, hidden_units=[8]))
-  del config["kwargs"]["mask"]
+  del config["kwargs"]["mask"], config["kwargs"]["mask_anchor"]  # neither existed then
   old = tff.flows.from_config(config)
   assert [tuple(b.mask) for b in old.bijectors[::-1]] == [(1, 1, 0, 0), (0, 0, 1, 1)]
 

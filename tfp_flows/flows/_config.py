@@ -32,11 +32,13 @@ _CONFIGS = {}  # id(obj) -> (weakref to obj, config dict or the reason there is 
 # rebuilds what those configs describe (not today's default, if that differs): an older
 # file must not load into a different map with weights of the same shapes.
 ADDED_ARGUMENTS = {
-    "nice": {"mask": "half"},
-    "realnvp": {"mask": "half", "log_scale_clamp": "tanh", "affine_direction": "forward"},
+    "nice": {"mask": "half", "mask_anchor": "latent"},
+    "realnvp": {"mask": "half", "log_scale_clamp": "tanh", "affine_direction": "forward",
+                "mask_anchor": "latent"},
     "maf": {"log_scale_clamp": "tanh", "affine_direction": "forward"},
     "iaf": {"log_scale_clamp": "tanh", "affine_direction": "forward"},
-    "nsf": {"mask": "half", "transform_kept": False, "spline_direction": "forward"},
+    "nsf": {"mask": "half", "transform_kept": False, "spline_direction": "forward",
+            "mask_anchor": "latent"},
 }
 
 

@@ -43,7 +43,7 @@ def nsf(event_shape, num_layers=5, hidden_units=(256, 256), num_bins=8, bound=5.
         autoregressive=False, activation="relu", permutation="alternate",
         min_bin_size=1e-3, min_derivative=1e-3, conditional_shape=None, net_init="uniform",
         validate_args=False, dtype=tf.float32, seed=0, name="nsf", mask="alternating",
-        transform_kept=False, spline_direction="inverse"):
+        transform_kept=False, spline_direction="inverse", mask_anchor="data"):
   """Neural spline flow: rational-quadratic spline couplings, or autoregressive splines.
 
   Args:
@@ -64,6 +64,9 @@ def nsf(event_shape, num_layers=5, hidden_units=(256, 256), num_bins=8, bound=5.
     dtype, seed, name: dtype of all variables, seed of their initial values, name prefix.
     mask: couplings only: ``'alternating'`` (default) or ``'half'`` masks
       (``flows.coupling.coupling_stack``).
+    mask_anchor: couplings only: ``'data'`` (default: the coupling applied first to the data
+      keeps the even entries, as zuko's) or ``'latent'`` (the orientation before 2026-11-30;
+      the two differ for an even ``num_layers``; ``flows.coupling.coupling_stack``).
     spline_direction: ``"inverse"`` (default: the rational-quadratic spline maps data to
       latent, the direction ``log_prob`` evaluates, and sampling inverts it by its quadratic
       root, as in Durkan et al.'s and zuko's flows) or ``"forward"`` (the spline maps latent
@@ -80,10 +83,10 @@ def nsf(event_shape, num_layers=5, hidden_units=(256, 256), num_bins=8, bound=5.
   spline = transformers_lib.RationalQuadraticSpline(num_bins, bound, min_bin_size,
                                                     min_derivative, spline_direction)
   if autoregressive:
-    if permutation != "alternate" or mask != "alternating":
+    if permutation != "alternate" or mask != "alternating" or mask_anchor != "data":
       raise ValueError("nsf(autoregressive=True) reverses the order between layers; "
-                       f"permutation={permutation!r} and mask={mask!r} apply to couplings "
-                       "only.")
+                       f"permutation={permutation!r}, mask={mask!r} and "
+                       f"mask_anchor={mask_anchor!r} apply to couplings only.")
     if transform_kept:
       raise ValueError("nsf(autoregressive=True) transforms every entry already; "
                        "transform_kept applies to couplings only.")
@@ -100,5 +103,5 @@ def nsf(event_shape, num_layers=5, hidden_units=(256, 256), num_bins=8, bound=5.
 
     layers = coupling_stack(event_shape, num_layers, hidden_units, activation, spline,
                             permutation, conditional_shape, net_init, validate_args, dtype,
-                            seed, "nsf", name, make_coupling, mask)
+                            seed, "nsf", name, make_coupling, mask, mask_anchor)
   return tfb.Chain(layers, validate_args=validate_args, name=name)
