@@ -345,8 +345,11 @@ def test_alternating_mask_option_of_the_coupling_builders():
         0].mask.tolist() == [0, 0, 1, 1]
     assert [b.mask.tolist() for b in builder([2], num_layers=4).bijectors[:4]] == [
         [1, 0], [0, 1], [1, 0], [0, 1]]  # D = 2: the first layer on the data keeps x_0
-  with pytest.raises(ValueError, match="mask_anchor must be one of"):
-    tff.flows.realnvp([4], mask_anchor="base")
+  for bad in (lambda: tff.flows.realnvp([4], mask_anchor="base"),
+              lambda: tff.flows.realnvp([4, 4, 1], mask_anchor="base"),  # images check it too
+              lambda: tff.flows.nsf([4], autoregressive=True, mask_anchor="base")):
+    with pytest.raises(ValueError, match="mask_anchor must be one of"):
+      bad()
   with pytest.raises(ValueError, match="couplings only"):
     tff.flows.nsf([4], autoregressive=True, mask_anchor="latent")
   # A config saved before mask_anchor existed rebuilds the orientation it was trained with.
@@ -354,6 +357,11 @@ def test_alternating_mask_option_of_the_coupling_builders():
   assert config["kwargs"]["mask_anchor"] == "data"
   del config["kwargs"]["mask_anchor"]
   assert tff.flows.from_config(config).bijectors[1].mask.tolist() == [0, 0, 1, 1]
+  # An autoregressive NSF saved before mask / mask_anchor existed loads (it takes neither).
+  config = tff.flows.get_config(tff.flows.nsf([3], num_layers=2, hidden_units=[8],
+                                              autoregressive=True))
+  del config["kwargs"]["mask"], config["kwargs"]["mask_anchor"]
+  assert len(tff.flows.from_config(config).bijectors) == 2
   with pytest.raises(ValueError, match="mask must be one of"):
     tff.flows.nice([4], mask="checkerboard")
   with pytest.raises(ValueError, match="couplings only"):

@@ -4,8 +4,9 @@ Bijector files hold the math; the networks that produce their parameters live he
 network is a ``tf.Module`` built eagerly (its variables exist on return), so tf.Module
 traversal, ``tf.train.Checkpoint``, ``tfp.vi`` and our Keras wrapper all find them.
 
-A conditioner is any callable ``net(x, conditional_input=None) -> tensor``. The output layer
-starts at zero, so a flow built from these starts at the identity map.
+A conditioner is any callable ``net(x, conditional_input=None) -> tensor``. By default the
+output layer starts at zero, so a flow built from these starts at the identity map
+(``init="random"`` draws it too).
 
 ``conditioner_variables(fn)`` collects the ``tf.Variable``s behind any callable, including
 Keras 3 layers (whose ``keras.Variable``s are invisible to tf.Module traversal).

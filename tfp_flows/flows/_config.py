@@ -40,6 +40,10 @@ ADDED_ARGUMENTS = {
     "nsf": {"mask": "half", "transform_kept": False, "spline_direction": "forward",
             "mask_anchor": "latent"},
 }
+# Added arguments a builder refuses in one of its modes (``nsf(autoregressive=True)`` takes
+# no coupling masks): a call saved in that mode gets today's default for them, which is the
+# map it was saved with.
+_MODE_ONLY = {"nsf": ("autoregressive", ("mask", "mask_anchor"))}
 
 
 class _NotSerialisable(Exception):
@@ -158,8 +162,10 @@ def with_added_arguments(name, kwargs):
   """``kwargs`` of a saved ``name(...)`` call, with the arguments added to the builder since
   filled in with the values that rebuild what was saved (``ADDED_ARGUMENTS``)."""
   kwargs = dict(kwargs)
+  mode, mode_keys = _MODE_ONLY.get(name, (None, ()))
   for key, value in ADDED_ARGUMENTS.get(name, {}).items():
-    kwargs.setdefault(key, value)
+    if not (kwargs.get(mode) and key in mode_keys):
+      kwargs.setdefault(key, value)
   return kwargs
 
 

@@ -129,9 +129,9 @@ def nice(event_shape, num_layers=4, hidden_units=(256, 256), activation="relu",
     validate_args: check event shapes and finiteness of inputs in every layer.
     dtype, seed, name: dtype of all variables, seed of their initial values, name prefix.
     mask: ``'alternating'`` (default) or ``'half'`` coupling masks (``coupling_stack``).
-    mask_anchor: ``'data'`` (default: the coupling applied first to the data keeps the even
-      entries, as zuko's) or ``'latent'`` (the orientation before 2026-11-30);
-      ``coupling_stack``.
+    mask_anchor: with ``permutation='alternate'``: ``'data'`` (default: the coupling applied
+      first to the data keeps the even entries, as zuko's) or ``'latent'`` (the orientation
+      before 2026-11-30; the two differ for an even ``num_layers``); ``coupling_stack``.
   """
   def make_coupling(mask, net, cond, layer_name):
     return AdditiveCoupling(mask, net, conditional_shape=cond, validate_args=validate_args,
@@ -173,9 +173,10 @@ def realnvp(event_shape, num_layers=None, hidden_units=None, activation="relu",
     dtype, seed, name: dtype of all variables, seed of their initial values, name prefix.
     mask: vectors: ``'alternating'`` (default) or ``'half'`` coupling masks
       (``coupling_stack``).
-    mask_anchor: vectors: ``'data'`` (default: the coupling applied first to the data keeps
-      the even entries, as zuko's) or ``'latent'`` (the orientation before 2026-11-30; the two
-      differ for an even ``num_layers``); ``coupling_stack``.
+    mask_anchor: vectors with ``permutation='alternate'``: ``'data'`` (default: the coupling
+      applied first to the data keeps the even entries, as zuko's) or ``'latent'`` (the
+      orientation before 2026-11-30; the two differ for an even ``num_layers``);
+      ``coupling_stack``. Image flows check the value and keep their own masks.
     log_scale_clamp: vectors: ``"tanh"`` (default) or ``"softsign"`` (zuko's clamp; see
       ``transformers.Affine``).
     affine_direction: vectors: ``"inverse"`` (default: the density direction data -> latent
@@ -188,6 +189,8 @@ def realnvp(event_shape, num_layers=None, hidden_units=None, activation="relu",
       2.210 against 2.228 bits/dim (lower in 5 of 5 seeds).
   """
   shape = core.as_event_shape(event_shape)
+  if mask_anchor not in MASK_ANCHORS:
+    raise ValueError(f"mask_anchor must be one of {MASK_ANCHORS}, got {mask_anchor!r}.")
   if len(shape) == 3:
     _common.affine("realnvp", log_scale_bound, log_scale_clamp, affine_direction, image=True)
     if validate_args:

@@ -30,7 +30,7 @@ import tensorflow_probability as tfp
 from tfp_flows.bijectors import transformers as transformers_lib
 from tfp_flows.bijectors.coupling import SplineCoupling
 from tfp_flows.flows.autoregressive import made_stack
-from tfp_flows.flows.coupling import coupling_stack
+from tfp_flows.flows.coupling import MASK_ANCHORS, coupling_stack
 from tfp_flows.flows import _config
 
 tfb = tfp.bijectors
@@ -64,9 +64,10 @@ def nsf(event_shape, num_layers=5, hidden_units=(256, 256), num_bins=8, bound=5.
     dtype, seed, name: dtype of all variables, seed of their initial values, name prefix.
     mask: couplings only: ``'alternating'`` (default) or ``'half'`` masks
       (``flows.coupling.coupling_stack``).
-    mask_anchor: couplings only: ``'data'`` (default: the coupling applied first to the data
-      keeps the even entries, as zuko's) or ``'latent'`` (the orientation before 2026-11-30;
-      the two differ for an even ``num_layers``; ``flows.coupling.coupling_stack``).
+    mask_anchor: couplings with ``permutation='alternate'`` only: ``'data'`` (default: the
+      coupling applied first to the data keeps the even entries, as zuko's) or ``'latent'``
+      (the orientation before 2026-11-30; the two differ for an even ``num_layers``;
+      ``flows.coupling.coupling_stack``).
     spline_direction: ``"inverse"`` (default: the rational-quadratic spline maps data to
       latent, the direction ``log_prob`` evaluates, and sampling inverts it by its quadratic
       root, as in Durkan et al.'s and zuko's flows) or ``"forward"`` (the spline maps latent
@@ -82,11 +83,15 @@ def nsf(event_shape, num_layers=5, hidden_units=(256, 256), num_bins=8, bound=5.
   """
   spline = transformers_lib.RationalQuadraticSpline(num_bins, bound, min_bin_size,
                                                     min_derivative, spline_direction)
+  if mask_anchor not in MASK_ANCHORS:
+    raise ValueError(f"mask_anchor must be one of {MASK_ANCHORS}, got {mask_anchor!r}.")
   if autoregressive:
-    if permutation != "alternate" or mask != "alternating" or mask_anchor != "data":
+    coupling_only = [f"{key}={value!r}" for key, value, default in (
+        ("permutation", permutation, "alternate"), ("mask", mask, "alternating"),
+        ("mask_anchor", mask_anchor, "data")) if value != default]
+    if coupling_only:
       raise ValueError("nsf(autoregressive=True) reverses the order between layers; "
-                       f"permutation={permutation!r}, mask={mask!r} and "
-                       f"mask_anchor={mask_anchor!r} apply to couplings only.")
+                       f"{', '.join(coupling_only)}: couplings only.")
     if transform_kept:
       raise ValueError("nsf(autoregressive=True) transforms every entry already; "
                        "transform_kept applies to couplings only.")
