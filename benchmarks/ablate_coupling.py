@@ -163,6 +163,9 @@ VARIANTS = {
     "nice/mask_anchor=data, init=random (the defaults now)": (
         "nice", dict(mask_anchor="data", net_init="random")),
     "realnvp/mask_anchor=data (the default now)": ("realnvp", dict(mask_anchor="data")),
+    "nsf/transform_kept, 16 bins": ("nsf", dict(transform_kept=True, num_bins=16)),
+    "nsf/autoregressive, 8 bins (nsf_ar)": ("nsf", dict(autoregressive=True)),
+    "nsf/autoregressive, 16 bins": ("nsf", dict(autoregressive=True, num_bins=16)),
 }
 # Every variant above was measured with the masks anchored at the base distribution
 # (mask_anchor="latent", the default then: with RealNVP's and NICE's 8 layers the data-side
@@ -195,7 +198,9 @@ SHORT = {"inv_affine": "realnvp/affine data -> latent",
          "nice_swap_zuko_all": "nice/coordinates swapped, zuko's scale layer, init=random",
          "realnvp_swap": "realnvp/coordinates swapped",
          "nice_now": "nice/mask_anchor=data, init=random (the defaults now)",
-         "realnvp_now": "realnvp/mask_anchor=data (the default now)"}
+         "realnvp_now": "realnvp/mask_anchor=data (the default now)",
+         "nsf_kept16": "nsf/transform_kept, 16 bins",
+         "nsf_ar": "nsf/autoregressive, 8 bins (nsf_ar)", "nsf_ar16": "nsf/autoregressive, 16 bins"}
 
 
 def zuko_scale_layer(d):
@@ -234,7 +239,8 @@ def build(variant, d, hidden, seed):
   layers = bench_density.LAYERS[family]
   swap = kwargs.pop("swap", False)
   anchor = kwargs.pop("mask_anchor", "latent")
-  if family in ("nice", "realnvp", "nsf") and transformer is None:
+  if family in ("nice", "realnvp", "nsf") and transformer is None and not kwargs.get(
+      "autoregressive"):
     kwargs["mask_anchor"] = anchor
   if family == "nice":
     kwargs.setdefault("net_init", "uniform")

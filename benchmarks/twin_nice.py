@@ -11,10 +11,11 @@ test NLL at a few steps. If our flow reaches zuko's KL from zuko's start, the ga
 two libraries' defaults lies in how the flows start (structure and initial weights), not in
 the map, its gradients or the optimiser.
 
-``--orientation zuko``: zuko's masks (the coupling applied first to the data keeps x_0; our
-flow gets a data-side swap of the coordinates, which makes its first coupling keep x_0 too);
-``--orientation flipped``: both keep x_1 first (zuko's masks turned around: the orientation of
-our 8-layer flows before ``mask_anchor`` existed).
+``--orientation zuko``: zuko's masks (the coupling applied first to the data keeps x_0, as
+ours does with ``mask_anchor="data"``); ``--orientation flipped``: both keep x_1 first (zuko's
+masks turned around: the orientation of our 8-layer flows before ``mask_anchor`` existed).
+Where our builder's masks start the other way, our flow gets a data-side swap of the
+coordinates, which gives it the same orientation.
 
     python benchmarks/twin_nice.py --seeds 0,1,2,3,4 --orientation zuko
 
