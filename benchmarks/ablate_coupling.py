@@ -166,6 +166,8 @@ VARIANTS = {
     "nsf/transform_kept, 16 bins": ("nsf", dict(transform_kept=True, num_bins=16)),
     "nsf/autoregressive, 8 bins (nsf_ar)": ("nsf", dict(autoregressive=True)),
     "nsf/autoregressive, 16 bins": ("nsf", dict(autoregressive=True, num_bins=16)),
+    "nsf/transform_kept, 32 bins": ("nsf", dict(transform_kept=True, num_bins=32)),
+    "nsf/autoregressive, 32 bins": ("nsf", dict(autoregressive=True, num_bins=32)),
 }
 # Every variant above was measured with the masks anchored at the base distribution
 # (mask_anchor="latent", the default then: with RealNVP's and NICE's 8 layers the data-side
@@ -200,7 +202,8 @@ SHORT = {"inv_affine": "realnvp/affine data -> latent",
          "nice_now": "nice/mask_anchor=data, init=random (the defaults now)",
          "realnvp_now": "realnvp/mask_anchor=data (the default now)",
          "nsf_kept16": "nsf/transform_kept, 16 bins",
-         "nsf_ar": "nsf/autoregressive, 8 bins (nsf_ar)", "nsf_ar16": "nsf/autoregressive, 16 bins"}
+         "nsf_ar": "nsf/autoregressive, 8 bins (nsf_ar)", "nsf_ar16": "nsf/autoregressive, 16 bins",
+         "nsf_kept32": "nsf/transform_kept, 32 bins", "nsf_ar32": "nsf/autoregressive, 32 bins"}
 
 
 def zuko_scale_layer(d):
@@ -230,6 +233,15 @@ def make_zuko_flipped(family, d, hidden):
   base = zuko.flows.UnconditionalDistribution(
       zuko.distributions.DiagNormal, torch.zeros(d), torch.ones(d), buffer=True)
   return zuko.flows.Flow(transforms, base)
+
+
+def make_zuko_nsf_bins(bins):
+  """zuko's ``NSF(passes=2)`` of ``bench_density.make_zuko`` with ``bins`` bins."""
+  def make(family, d, hidden):
+    import zuko
+    return zuko.flows.NSF(d, transforms=bench_density.LAYERS[family], passes=2,
+                          hidden_features=tuple(hidden), bins=bins)
+  return make
 
 
 def build(variant, d, hidden, seed):
@@ -277,7 +289,8 @@ def main():
   parser.add_argument("--variants", default=",".join(SHORT))
   parser.add_argument("--peers", default="realnvp,maf",
                       help="zuko families to run too (realnvp, maf, nsf, nice; "
-                           "nice_flipped, realnvp_flipped: the other mask orientation)")
+                           "nice_flipped, realnvp_flipped: the other mask orientation; "
+                           "nsf_bins16: NSF(passes=2) with 16 bins)")
   parser.add_argument("--seeds", default="0,1,2")
   parser.add_argument("--steps", type=int, default=3000)
   parser.add_argument("--test", type=int, default=50000)
@@ -319,8 +332,10 @@ def main():
           build(v, 2, args.hidden, seed), data.batches(seed), args.lr,
           epsilon=args.adam_epsilon)) for v in variants]
       runs += [(f"zuko {p}", lambda p=p: bench_density.train_zuko(
-          p.removesuffix("_flipped"), 2, args.hidden, seed, data.batches(seed), args.lr,
-          make=make_zuko_flipped if p.endswith("_flipped") else None)) for p in peers]
+          p.removesuffix("_flipped").split("_bins")[0], 2, args.hidden, seed,
+          data.batches(seed), args.lr, make=make_zuko_flipped if p.endswith("_flipped") else
+          make_zuko_nsf_bins(int(p.split("_bins")[1])) if "_bins" in p else None))
+               for p in peers]
       for label, run in runs:
         log_prob, seconds, _ = run()
         kl, se = data.score(log_prob)
