@@ -235,13 +235,21 @@ def make_zuko_flipped(family, d, hidden):
   return zuko.flows.Flow(transforms, base)
 
 
-def make_zuko_nsf_bins(bins):
-  """zuko's ``NSF(passes=2)`` of ``bench_density.make_zuko`` with ``bins`` bins."""
-  def make(family, d, hidden):
-    import zuko
-    return zuko.flows.NSF(d, transforms=bench_density.LAYERS[family], passes=2,
-                          hidden_features=tuple(hidden), bins=bins)
-  return make
+def zuko_peer(peer):
+  """``(family, make)`` of a ``--peers`` name: ``bench_density.make_zuko``'s families, or
+  ``<family>_flipped`` (``make_zuko_flipped``) or ``nsf_bins<K>`` (``NSF(passes=2)`` with K
+  bins)."""
+  if peer.endswith("_flipped"):
+    return peer.removesuffix("_flipped"), make_zuko_flipped
+  if peer.startswith("nsf_bins"):
+    bins = int(peer.removeprefix("nsf_bins"))
+
+    def make(family, d, hidden):
+      import zuko
+      return zuko.flows.NSF(d, transforms=bench_density.LAYERS[family], passes=2,
+                            hidden_features=tuple(hidden), bins=bins)
+    return "nsf", make
+  return peer, None
 
 
 def build(variant, d, hidden, seed):
@@ -331,11 +339,10 @@ def main():
       runs = [(v, lambda v=v: bench_density.train_distribution(
           build(v, 2, args.hidden, seed), data.batches(seed), args.lr,
           epsilon=args.adam_epsilon)) for v in variants]
-      runs += [(f"zuko {p}", lambda p=p: bench_density.train_zuko(
-          p.removesuffix("_flipped").split("_bins")[0], 2, args.hidden, seed,
-          data.batches(seed), args.lr, make=make_zuko_flipped if p.endswith("_flipped") else
-          make_zuko_nsf_bins(int(p.split("_bins")[1])) if "_bins" in p else None))
-               for p in peers]
+      for p in peers:
+        family, make = zuko_peer(p)
+        runs.append((f"zuko {p}", lambda family=family, make=make: bench_density.train_zuko(
+            family, 2, args.hidden, seed, data.batches(seed), args.lr, make=make)))
       for label, run in runs:
         log_prob, seconds, _ = run()
         kl, se = data.score(log_prob)
