@@ -42,17 +42,9 @@ MARKS = (1, 10, 100, 300, 1000, 3000)
 
 
 def make_zuko(flipped):
-  import torch
-  import zuko
-  transforms = [zuko.flows.coupling.GeneralCouplingTransform(
-      D, mask=torch.arange(D) % 2 == (i + flipped) % 2,
-      univariate=zuko.transforms.AdditiveTransform, shapes=[()], hidden_features=HIDDEN)
-      for i in range(LAYERS)]
-  transforms.append(zuko.flows.UnconditionalTransform(
-      zuko.transforms.MonotonicAffineTransform, torch.zeros(D), torch.zeros(D)))
-  base = zuko.flows.UnconditionalDistribution(
-      zuko.distributions.DiagNormal, torch.zeros(D), torch.ones(D), buffer=True)
-  return zuko.flows.Flow(transforms, base)
+  """zuko's NICE of ``bench_density.py``, or with its masks turned around."""
+  make = ablate_coupling.make_zuko_flipped if flipped else bench_density.make_zuko
+  return make("nice", D, HIDDEN)
 
 
 def twin(zflow, seed, flipped):

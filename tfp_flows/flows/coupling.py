@@ -31,6 +31,13 @@ MASKS = ("half", "alternating")
 MASK_ANCHORS = ("data", "latent")
 
 
+def check_mask_anchor(mask_anchor):
+  """``mask_anchor`` if it is one of ``MASK_ANCHORS``, else a ValueError naming it."""
+  if mask_anchor not in MASK_ANCHORS:
+    raise ValueError(f"mask_anchor must be one of {MASK_ANCHORS}, got {mask_anchor!r}.")
+  return mask_anchor
+
+
 def coupling_stack(event_shape, num_layers, hidden_units, activation, transformer,
                    permutation, conditional_shape, net_init, validate_args, dtype, seed,
                    family, name, make_coupling=None, mask="alternating", mask_anchor="data"):
@@ -63,8 +70,7 @@ def coupling_stack(event_shape, num_layers, hidden_units, activation, transforme
     raise ValueError(f"permutation must be one of {PERMUTATIONS}, got {permutation!r}.")
   if mask not in MASKS:
     raise ValueError(f"mask must be one of {MASKS}, got {mask!r}.")
-  if mask_anchor not in MASK_ANCHORS:
-    raise ValueError(f"mask_anchor must be one of {MASK_ANCHORS}, got {mask_anchor!r}.")
+  check_mask_anchor(mask_anchor)
   transformer = transformers_lib.get(transformer)
   rng = np.random.default_rng(seed)
   cond_size = 0 if conditional_shape is None else int(np.prod(
@@ -191,9 +197,8 @@ def realnvp(event_shape, num_layers=None, hidden_units=None, activation="relu",
       ``mask_anchor="latent"``, the default then).
   """
   shape = core.as_event_shape(event_shape)
-  if mask_anchor not in MASK_ANCHORS:
-    raise ValueError(f"mask_anchor must be one of {MASK_ANCHORS}, got {mask_anchor!r}.")
   if len(shape) == 3:
+    check_mask_anchor(mask_anchor)  # vectors: coupling_stack checks it
     _common.affine("realnvp", log_scale_bound, log_scale_clamp, affine_direction, image=True)
     if validate_args:
       if "validate_args" not in inspect.signature(realnvp_image).parameters:

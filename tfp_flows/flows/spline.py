@@ -30,7 +30,7 @@ import tensorflow_probability as tfp
 from tfp_flows.bijectors import transformers as transformers_lib
 from tfp_flows.bijectors.coupling import SplineCoupling
 from tfp_flows.flows.autoregressive import made_stack
-from tfp_flows.flows.coupling import MASK_ANCHORS, coupling_stack
+from tfp_flows.flows.coupling import check_mask_anchor, coupling_stack
 from tfp_flows.flows import _config
 
 tfb = tfp.bijectors
@@ -83,9 +83,8 @@ def nsf(event_shape, num_layers=5, hidden_units=(256, 256), num_bins=8, bound=5.
   """
   spline = transformers_lib.RationalQuadraticSpline(num_bins, bound, min_bin_size,
                                                     min_derivative, spline_direction)
-  if mask_anchor not in MASK_ANCHORS:
-    raise ValueError(f"mask_anchor must be one of {MASK_ANCHORS}, got {mask_anchor!r}.")
   if autoregressive:
+    check_mask_anchor(mask_anchor)  # couplings: coupling_stack checks it
     coupling_only = [f"{key}={value!r}" for key, value, default in (
         ("permutation", permutation, "alternate"), ("mask", mask, "alternating"),
         ("mask_anchor", mask_anchor, "data")) if value != default]
