@@ -168,6 +168,10 @@ VARIANTS = {
     "nsf/autoregressive, 16 bins": ("nsf", dict(autoregressive=True, num_bins=16)),
     "nsf/transform_kept, 32 bins": ("nsf", dict(transform_kept=True, num_bins=32)),
     "nsf/autoregressive, 32 bins": ("nsf", dict(autoregressive=True, num_bins=32)),
+    "maf/zuko's map, init=random (zuko's MAF)": ("maf", dict(
+        log_scale_clamp="softsign", log_scale_bound=ZUKO_BOUND, net_init="random")),
+    "maf/hidden layers drawn with PyTorch's fan-in (every input, masked or not)": ("maf", dict(
+        made_fan_in="all")),
 }
 # Every variant above was measured with the masks anchored at the base distribution
 # (mask_anchor="latent", the default then: with RealNVP's and NICE's 8 layers the data-side
@@ -203,7 +207,10 @@ SHORT = {"inv_affine": "realnvp/affine data -> latent",
          "realnvp_now": "realnvp/mask_anchor=data (the default now)",
          "nsf_kept16": "nsf/transform_kept, 16 bins",
          "nsf_ar": "nsf/autoregressive, 8 bins (nsf_ar)", "nsf_ar16": "nsf/autoregressive, 16 bins",
-         "nsf_kept32": "nsf/transform_kept, 32 bins", "nsf_ar32": "nsf/autoregressive, 32 bins"}
+         "nsf_kept32": "nsf/transform_kept, 32 bins", "nsf_ar32": "nsf/autoregressive, 32 bins",
+         "maf_zuko_all": "maf/zuko's map, init=random (zuko's MAF)",
+         "maf_fan_in_all": "maf/hidden layers drawn with PyTorch's fan-in (every input, masked "
+                           "or not)"}
 
 
 def zuko_scale_layer(d):
@@ -258,6 +265,7 @@ def build(variant, d, hidden, seed):
   transformer = kwargs.pop("transformer", None)
   layers = bench_density.LAYERS[family]
   swap = kwargs.pop("swap", False)
+  made_fan_in = kwargs.pop("made_fan_in", None)
   anchor = kwargs.pop("mask_anchor", "latent")
   if family in ("nice", "realnvp", "nsf") and transformer is None and not kwargs.get(
       "autoregressive"):
@@ -286,6 +294,8 @@ def build(variant, d, hidden, seed):
         [d], layers, hidden, "relu", transformer, kwargs.pop("permutation", "alternate"), None,
         kwargs.pop("net_init", "uniform"), False, tf.float32, seed, "realnvp", "realnvp",
         mask_anchor=anchor))
+  if made_fan_in == "all":
+    bench_density.redraw_made_hidden_layers(flow, seed)
   if swap:  # the data's coordinates reversed before the first layer (listed data side first)
     flow = tfb.Chain([tfb.Permute(np.arange(d)[::-1]), flow])
   return tff.flows.distribution(flow, [d])

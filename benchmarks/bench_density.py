@@ -77,46 +77,70 @@ BINS = tff.datasets.DIGITS_NUM_BINS
 
 # ----------------------------------------------------------------------------------- ours
 
-def make_ours(family, d, hidden, seed, mask="alternating", affine=None, spline=None):
+def redraw_made_hidden_layers(flow, seed):
+  """Redraws the hidden layers of every ``tff.nets.MADE`` in ``flow`` as PyTorch's
+  ``Linear`` (zuko's ``MaskedLinear``) draws them: ``U(+-1/sqrt(fan_in))`` with ``fan_in``
+  counting every input of the layer, masked or not (``MADE`` counts a unit's unmasked inputs
+  only), then masked."""
+  rng = np.random.default_rng(seed)
+  for made in [m for m in flow.submodules if isinstance(m, tff.nets.MADE)]:
+    for layer in made.layers[:-1]:
+      mask = layer.mask.numpy()
+      limit = 1. / np.sqrt(mask.shape[0])
+      layer.kernel.assign(rng.uniform(-limit, limit, mask.shape) * mask)
+      layer.bias.assign(rng.uniform(-limit, limit, mask.shape[1]))
+
+
+def make_ours(family, d, hidden, seed, mask="alternating", affine=None, spline=None,
+              net_init=None, made_fan_in=None):
   """``mask``: the coupling families' masks (``'half'`` or ``'alternating'``); ``affine``:
   ``(log_scale_clamp, affine_direction[, log_scale_bound])`` of RealNVP and MAF, or None for
-  the defaults; ``spline``: the NSF families' ``spline_direction``, or None for the default."""
+  the defaults; ``spline``: the NSF families' ``spline_direction``, or None for the default;
+  ``net_init``: the networks' ``net_init`` (NICE, RealNVP, MAF, NSF), or None for the
+  builders' default; ``made_fan_in="all"``: MADE hidden layers redrawn with PyTorch's fan-in
+  (``redraw_made_hidden_layers``)."""
   layers = LAYERS[family]
+  net = {} if net_init is None else {"net_init": net_init}
   spline_kwargs = {} if spline is None else {"spline_direction": spline}
   affine_kwargs = {} if affine is None else dict(zip(
       ("log_scale_clamp", "affine_direction", "log_scale_bound"), affine))
   if family == "nice":
-    flow = tff.flows.nice([d], num_layers=layers, hidden_units=hidden, seed=seed, mask=mask)
+    flow = tff.flows.nice([d], num_layers=layers, hidden_units=hidden, seed=seed, mask=mask,
+                          **net)
   elif family == "realnvp":
     flow = tff.flows.realnvp([d], num_layers=layers, hidden_units=hidden, seed=seed, mask=mask,
-                             **affine_kwargs)
+                             **affine_kwargs, **net)
   elif family == "maf":
     flow = tff.flows.maf([d], num_layers=layers, hidden_units=hidden, seed=seed,
-                         **affine_kwargs)
+                         **affine_kwargs, **net)
   elif family == "nsf":
     flow = tff.flows.nsf([d], num_layers=layers, hidden_units=hidden, seed=seed, mask=mask,
-                         **spline_kwargs)
+                         **spline_kwargs, **net)
   elif family == "nsf_kept":
     flow = tff.flows.nsf([d], num_layers=layers, hidden_units=hidden, seed=seed, mask=mask,
-                         transform_kept=True, **spline_kwargs)
+                         transform_kept=True, **spline_kwargs, **net)
   elif family == "nsf_ar":
     flow = tff.flows.nsf([d], num_layers=layers, hidden_units=hidden, autoregressive=True,
-                         seed=seed, **spline_kwargs)
+                         seed=seed, **spline_kwargs, **net)
+  elif net_init is not None:
+    raise ValueError(f"--net-init does not apply to {family}")
   elif family == "gaussianization":
     flow = tff.flows.gaussianization([d], num_layers=layers, num_components=8, seed=seed)
   elif family == "planar":
     flow = tff.flows.planar([d], num_layers=layers, seed=seed)
   else:
     raise ValueError(family)
+  if made_fan_in == "all":
+    redraw_made_hidden_layers(flow, seed)
   return tff.flows.distribution(flow, [d])
 
 
 def train_ours(family, d, hidden, seed, batches, lr, mask="alternating", affine=None,
-               spline=None, monitor=None):
+               spline=None, monitor=None, net_init=None, made_fan_in=None):
   """Trains on the batch stream; returns (log_prob over numpy, train seconds, final loss).
   ``monitor(step, log_prob)``, if given, is called after every step (its time not counted)."""
-  return train_distribution(make_ours(family, d, hidden, seed, mask, affine, spline), batches,
-                            lr, monitor)
+  return train_distribution(make_ours(family, d, hidden, seed, mask, affine, spline, net_init,
+                                      made_fan_in), batches, lr, monitor)
 
 
 def train_distribution(dist, batches, lr, monitor=None, epsilon=1e-7):
@@ -343,7 +367,8 @@ def quality(args, env):
         for lib, train in (("tfp_flows", train_ours), ("zuko", train_zuko)):
           if lib not in args.libs or (name, family, lib, seed) in done:
             continue
-          kwargs = ({"mask": args.mask, "affine": args.affine, "spline": args.spline}
+          kwargs = ({"mask": args.mask, "affine": args.affine, "spline": args.spline,
+                     "net_init": args.net_init, "made_fan_in": args.made_fan_in}
                     if lib == "tfp_flows" else {})
           if lib == "zuko" and args.state_dir:
             os.makedirs(args.state_dir, exist_ok=True)
@@ -381,6 +406,10 @@ def quality(args, env):
             row["mask"] = args.mask
           if lib == "tfp_flows" and family in ("realnvp", "maf") and args.affine:
             row["affine"] = list(args.affine)
+          if lib == "tfp_flows" and args.net_init:
+            row["net_init"] = args.net_init
+          if lib == "tfp_flows" and args.made_fan_in:
+            row["made_fan_in"] = args.made_fan_in
           if lib == "tfp_flows" and family.startswith("nsf") and args.spline:
             row["spline_direction"] = args.spline
           rows.append(row)
@@ -515,6 +544,12 @@ def main():
   parser.add_argument("--affine", default=None, metavar="CLAMP,DIRECTION[,BOUND]",
                       help="our RealNVP's and MAF's log_scale_clamp, affine_direction and "
                            "log_scale_bound, e.g. tanh,forward,3 (default: the builders')")
+  parser.add_argument("--net-init", choices=("uniform", "glorot", "random"), default=None,
+                      help="our networks' net_init (NICE, RealNVP, MAF, NSF; default: the "
+                           "builders')")
+  parser.add_argument("--made-fan-in", choices=("all",), default=None,
+                      help="redraw our MADEs' hidden layers with PyTorch's fan-in (every "
+                           "input counted, masked or not)")
   parser.add_argument("--eval-every", type=int, default=None, metavar="N",
                       help="also score every N steps (rows carry the curve; digits: test, "
                            "train and validation bits/dim); default 50 on digits, none on "

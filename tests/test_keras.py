@@ -169,6 +169,37 @@ def test_fit_matches_a_hand_written_gradient_tape_loop():
                              -np.mean(dist_b.log_prob(x).numpy()), rtol=1e-5)
 
 
+def test_keras_weight_averaging_ends_fit_with_the_average_in_the_flow():
+  # Keras' own EMA (use_ema=True): the optimizer averages the iterates it produced and fit
+  # ends by writing the average into the model's weights; it must reach the flow's variables.
+  x = moons(256)
+  momentum = 0.8
+  runs = {}
+  for use_ema in (False, True):
+    dist = tff.flows.distribution(small_realnvp(seed=5), [2])
+    model = tff.keras.FlowModel(dist)
+    model.compile(keras.optimizers.SGD(0.05, use_ema=use_ema, ema_momentum=momentum))
+    iterates = []
+    record = keras.callbacks.LambdaCallback(on_train_batch_end=lambda b, logs, d=dist,
+                                            i=iterates: i.append([v.numpy() for v in
+                                                                  d.trainable_variables]))
+    model.fit(x, batch_size=32, epochs=2, shuffle=False, verbose=0, callbacks=[record])
+    runs[use_ema] = dist, model, iterates
+  plain = runs[False][2]
+  assert len(plain) == 16
+  average = plain[0]  # Keras starts the average at the first iterate
+  for weights in plain[1:]:
+    average = [momentum * a + (1. - momentum) * w for a, w in zip(average, weights)]
+  dist, model, iterates = runs[True]
+  for a, b in zip(iterates[-1], plain[-1]):  # averaging does not change the trajectory
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+  for v, a in zip(dist.trainable_variables, average):
+    np.testing.assert_allclose(v.numpy(), a, rtol=1e-4, atol=1e-6)
+  assert max(np.abs(a - w).max() for a, w in zip(average, plain[-1])) > 1e-3
+  np.testing.assert_allclose(model.evaluate(x, verbose=0),
+                             -np.mean(dist.log_prob(x).numpy()), rtol=1e-5)
+
+
 def test_fit_takes_datasets_generators_validation_and_bits_per_dim():
   x = moons(512)
   model = build_model(bin_width=1. / 17)
