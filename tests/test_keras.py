@@ -563,6 +563,25 @@ def test_divergence_restores_weights_and_optimizer_state_so_fit_can_go_on():
   assert model.diverged is None and np.isfinite(history.history["loss"][0])
 
 
+def test_divergence_with_weight_averaging_leaves_finite_averages_and_fit_goes_on():
+  x = moons(512)
+  dist = tff.flows.distribution(tff.flows.nice([2], num_layers=2, hidden_units=[16], seed=0),
+                                [2])
+  model = tff.keras.FlowModel(dist)
+  model.compile(keras.optimizers.Adam(1e-2, use_ema=True, ema_momentum=0.9))
+  blow_up = keras.callbacks.LearningRateScheduler(lambda e, lr: 1e-2 if e == 0 else 1e30)
+  with pytest.warns(RuntimeWarning, match="became NaN/inf"):
+    model.fit(x, batch_size=64, epochs=5, callbacks=[blow_up], verbose=0)
+  assert model.diverged is not None and model.diverged["epoch"] == 1
+  # fit ended by writing the average into the flow: it must not carry the divergence
+  assert all(np.all(np.isfinite(v.numpy())) for v in dist.trainable_variables)
+  assert all(np.all(np.isfinite(np.array(v))) for v in model.optimizer.variables)
+  assert np.isfinite(model.evaluate(x, verbose=0))
+  model.optimizer.learning_rate.assign(1e-2)
+  history = model.fit(x, batch_size=64, epochs=1, verbose=0)
+  assert model.diverged is None and np.isfinite(history.history["loss"][0])
+
+
 def test_wrong_event_size_after_a_good_fit_raises_for_every_input_form():
   x = moons(256)
   model = small_model()
