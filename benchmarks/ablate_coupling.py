@@ -168,7 +168,7 @@ VARIANTS = {
     "nsf/autoregressive, 16 bins": ("nsf", dict(autoregressive=True, num_bins=16)),
     "nsf/transform_kept, 32 bins": ("nsf", dict(transform_kept=True, num_bins=32)),
     "nsf/autoregressive, 32 bins": ("nsf", dict(autoregressive=True, num_bins=32)),
-    "maf/zuko's map, init=random (zuko's MAF)": ("maf", dict(
+    "maf/zuko's map, init=random": ("maf", dict(
         log_scale_clamp="softsign", log_scale_bound=ZUKO_BOUND, net_init="random")),
     "maf/hidden layers drawn with PyTorch's fan-in (every input, masked or not)": ("maf", dict(
         made_fan_in="all")),
@@ -208,7 +208,7 @@ SHORT = {"inv_affine": "realnvp/affine data -> latent",
          "nsf_kept16": "nsf/transform_kept, 16 bins",
          "nsf_ar": "nsf/autoregressive, 8 bins (nsf_ar)", "nsf_ar16": "nsf/autoregressive, 16 bins",
          "nsf_kept32": "nsf/transform_kept, 32 bins", "nsf_ar32": "nsf/autoregressive, 32 bins",
-         "maf_zuko_all": "maf/zuko's map, init=random (zuko's MAF)",
+         "maf_zuko_all": "maf/zuko's map, init=random",
          "maf_fan_in_all": "maf/hidden layers drawn with PyTorch's fan-in (every input, masked "
                            "or not)"}
 

@@ -73,6 +73,7 @@ LAYERS = {"nice": 8, "realnvp": 8, "maf": 5, "nsf": 5, "nsf_kept": 5, "nsf_ar": 
           "gaussianization": 8, "planar": 8}
 ALPHA = 0.05  # RealNVP's logit preprocessing
 BINS = tff.datasets.DIGITS_NUM_BINS
+VARIANT_FIELDS = ("affine", "net_init", "made_fan_in")  # row fields that name a variant
 
 
 # ----------------------------------------------------------------------------------- ours
@@ -100,6 +101,8 @@ def make_ours(family, d, hidden, seed, mask="alternating", affine=None, spline=N
   builders' default; ``made_fan_in="all"``: MADE hidden layers redrawn with PyTorch's fan-in
   (``redraw_made_hidden_layers``)."""
   layers = LAYERS[family]
+  if made_fan_in is not None and family not in ("maf", "nsf_ar"):
+    raise ValueError(f"--made-fan-in applies to the MADE families (maf, nsf_ar), not {family}")
   net = {} if net_init is None else {"net_init": net_init}
   spline_kwargs = {} if spline is None else {"spline_direction": spline}
   affine_kwargs = {} if affine is None else dict(zip(
@@ -510,9 +513,18 @@ def merge(paths, out_name):
     rows += results.get("quality", [])
     step = results.get("step_time", step)
   # A run repeated in a later file (same density, family, library, seed, steps) replaces the
-  # earlier one.
-  rows = list({(r["density"], r["family"], r["library"], r["seed"], r.get("steps")): r
-               for r in rows}.values())
+  # earlier one; a run of another variant (--affine, --net-init, --made-fan-in) never does.
+  merged = {}
+  for r in rows:
+    key = (r["density"], r["family"], r["library"], r["seed"], r.get("steps"))
+    old = merged.get(key)
+    if old is not None and any(old.get(f) != r.get(f) for f in VARIANT_FIELDS):
+      raise ValueError(f"{key}: rows of different variants ("
+                       f"{ {f: old.get(f) for f in VARIANT_FIELDS} } and "
+                       f"{ {f: r.get(f) for f in VARIANT_FIELDS} }); keep variant runs in "
+                       "files of their own")
+    merged[key] = r
+  rows = list(merged.values())
   order = {n: i for i, n in enumerate(DENSITIES)}
   fam = {n: i for i, n in enumerate(FAMILIES)}
   rows.sort(key=lambda r: (order[r["density"]], fam[r["family"]], r["library"], r["seed"]))

@@ -222,7 +222,8 @@ class MADE(_Network):
     conditional_size: size of an optional context vector (0: none).
     order: the autoregressive order as a permutation of ``1..D`` (default ``1..D``).
     init: ``"uniform"`` (default: hidden kernels and biases ``U(+-1/sqrt(fan_in))``,
-      PyTorch's default, and a zero output layer, so a flow starts at the identity),
+      PyTorch's default up to the fan-in below, and a zero output layer, so a flow starts
+      at the identity),
       ``"glorot"`` (Glorot-uniform hidden kernels, zero biases, zero output layer) or
       ``"random"`` (every layer ``U(+-1/sqrt(fan_in))``, the output too: zuko's networks; a
       flow starts at a random map).
