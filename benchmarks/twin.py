@@ -2,12 +2,12 @@
 
 Our flow and zuko's (``bench_density.make_zuko``) are the same function when ours holds
 zuko's initial weights. This script builds zuko's flow for a seed, copies every weight into
-ours, checks that the two log-densities and gradients agree at the start, trains both for
-3000 Adam steps at 1e-3 (epsilon 1e-8 for both) on the same stream of 2spirals batches
+ours, checks that the two log-densities and gradient norms agree at the start, trains both
+for 3000 Adam steps at 1e-3 (epsilon 1e-8 for both) on the same stream of 2spirals batches
 (``bench_density.py``), and reports both KLs and the test NLL at a few steps. If our flow
-reaches zuko's KL from zuko's start, the gap between the two libraries' defaults lies in how
-the flows start (structure and initial weights), not in the map, its gradients or the
-optimiser.
+reaches zuko's KL from zuko's start, the gap between the two libraries' defaults lies in the
+defaults themselves (structure and initial weights; for MAF also the scale map, which the twin
+takes from zuko), not in the computation: the map, its gradients and the optimiser.
 
 ``--family nice``: our NICE (``tff.flows.nice`` without its ``Scaling``, followed by zuko's
 last layer ``ablate_coupling.zuko_scale_layer``; our additive coupling shifts in the sampling
