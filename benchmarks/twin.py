@@ -85,7 +85,8 @@ def twin_maf(zflow, seed):
   """Our MAF (zuko's scale map) holding zuko's weights: data-side layer i = zuko's
   transform i."""
   maf = tff.flows.maf([D], num_layers=bench_density.LAYERS["maf"], hidden_units=HIDDEN,
-                      seed=seed, log_scale_clamp="softsign", log_scale_bound=float(np.log(1e3)))
+                      seed=seed, log_scale_clamp="softsign",
+                      log_scale_bound=ablate_coupling.ZUKO_BOUND)
   layers = maf.bijectors  # listed data side first
   assert len(layers) == len(zflow.transform.transforms)
   for i, layer in enumerate(layers):
